@@ -1,0 +1,28 @@
+import { type GpuProvider, setDefaultGpuProvider } from './runtime/device.js';
+
+/**
+ * The Dawn instance must outlive every adapter and device made from it: if it is garbage
+ * collected, Dawn's worker threads are torn down under live devices and the process crashes.
+ */
+let instance: GpuProvider | null = null;
+
+/**
+ * Registers Dawn for Node (npm `webgpu`) as the WebGPU provider. Imported by the Node
+ * entry point only, so browser bundles never see it.
+ */
+setDefaultGpuProvider(async () => {
+  if (!process.env.XDG_RUNTIME_DIR) {
+    // Mesa warns on every start without it; any private writable folder will do.
+    const { mkdirSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = `${tmpdir()}/camgpu-xdg-${process.getuid?.() ?? 'user'}`;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    process.env.XDG_RUNTIME_DIR = dir;
+  }
+  if (!instance) {
+    const { create } = await import('webgpu');
+    const flags = (process.env.CAMGPU_DAWN_FLAGS ?? '').split(/\s+/).filter(Boolean);
+    instance = create(flags) as unknown as GpuProvider;
+  }
+  return instance;
+});

@@ -1,0 +1,98 @@
+import { ShapeError } from '../runtime/errors.js';
+import { grid1d } from '../runtime/kernel.js';
+import { broadcastShapes, formatShape, type Shape, sizeOf, stridesOf } from '../runtime/shape.js';
+import {
+  BINARY_PARAMS, type BinaryOpKind, binaryKernel, CHANNEL_AFFINE_PARAMS, channelAffineKernel, EW_WG, MAX_BCAST_RANK, UNARY_PARAMS, unaryKernel,
+} from '../shaders/elementwise.js';
+import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
+import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
+
+export function binaryOutputShape(where: string, a: Shape, b: Shape): number[] {
+  const out = broadcastShapes(a, b);
+  if (!out) throw new ShapeError(where, `shapes ${formatShape(a)} and ${formatShape(b)} do not broadcast`);
+  return out;
+}
+
+/** Strides of `shape` read as `out` under broadcasting (0 on broadcast axes), right-aligned. */
+function broadcastStrides(shape: Shape, out: Shape): number[] {
+  const s = stridesOf(shape);
+  return out.map((d, i) => {
+    const j = i - (out.length - shape.length);
+    return j < 0 || shape[j] === 1 ? 0 : s[j];
+  });
+}
+
+/**
+ * Merges adjacent axes whose strides stay affine in both operands, so any broadcast fits
+ * the kernel's fixed rank (and the common cases become rank 1 or 2).
+ */
+export function collapseBroadcast(out: Shape, sa: number[], sb: number[]): { dims: number[]; sa: number[]; sb: number[] } {
+  const dims: number[] = [];
+  const ra: number[] = [];
+  const rb: number[] = [];
+  for (let i = 0; i < out.length; i++) {
+    if (out[i] === 1) continue;
+    const k = dims.length - 1;
+    if (k >= 0 && ra[k] === sa[i] * out[i] && rb[k] === sb[i] * out[i]) {
+      dims[k] *= out[i];
+      ra[k] = sa[i];
+      rb[k] = sb[i];
+    } else {
+      dims.push(out[i]);
+      ra.push(sa[i]);
+      rb.push(sb[i]);
+    }
+  }
+  if (dims.length === 0) return { dims: [1], sa: [0], sb: [0] };
+  return { dims, sa: ra, sb: rb };
+}
+
+export function lowerBinary(env: LowerEnv, op: BinaryOpKind, a: BoundTensor, b: BoundTensor, y: BoundTensor, act: Activation = NO_ACTIVATION): Lowered {
+  const out = y.shape;
+  const c = collapseBroadcast(out, broadcastStrides(a.shape, out), broadcastStrides(b.shape, out));
+  if (c.dims.length > MAX_BCAST_RANK) {
+    throw new ShapeError(env.label, `broadcast of ${formatShape(a.shape)} with ${formatShape(b.shape)} needs rank ${c.dims.length} > ${MAX_BCAST_RANK}`);
+  }
+  const pad = MAX_BCAST_RANK - c.dims.length;
+  const values: Record<string, number> = { n: sizeOf(out), rank: c.dims.length, a_off: 0, b_off: 0, ...activationParams(act) };
+  for (let i = 0; i < MAX_BCAST_RANK; i++) {
+    values[`d${i}`] = i < pad ? 1 : c.dims[i - pad];
+    values[`as${i}`] = i < pad ? 0 : c.sa[i - pad];
+    values[`bs${i}`] = i < pad ? 0 : c.sb[i - pad];
+  }
+  return [{
+    kernel: binaryKernel(op, act.kind),
+    params: BINARY_PARAMS.pack(values),
+    buffers: [a.binding, b.binding, y.binding],
+    workgroups: grid1d(cdiv(sizeOf(out), EW_WG)),
+    label: env.label,
+    flops: sizeOf(out),
+  }];
+}
+
+export function lowerUnary(env: LowerEnv, x: BoundTensor, y: BoundTensor, act: Activation): Lowered {
+  const n = sizeOf(y.shape);
+  return [{
+    kernel: unaryKernel(act.kind),
+    params: UNARY_PARAMS.pack({ n, ...activationParams(act) }),
+    buffers: [x.binding, y.binding],
+    workgroups: grid1d(cdiv(n, EW_WG)),
+    label: env.label,
+    flops: n,
+  }];
+}
+
+/** y = act(x·scale[c] + shift[c]) with c the axis-1 index of an N×C×… tensor. */
+export function lowerChannelAffine(env: LowerEnv, x: BoundTensor, scale: BoundTensor, shift: BoundTensor, y: BoundTensor, act: Activation = NO_ACTIVATION): Lowered {
+  const n = sizeOf(y.shape);
+  const channels = x.shape.length > 1 ? x.shape[1] : 1;
+  const inner = x.shape.slice(2).reduce((p, d) => p * d, 1);
+  return [{
+    kernel: channelAffineKernel(act.kind),
+    params: CHANNEL_AFFINE_PARAMS.pack({ n, channels, inner, ...activationParams(act) }),
+    buffers: [x.binding, scale.binding, shift.binding, y.binding],
+    workgroups: grid1d(cdiv(n, EW_WG)),
+    label: env.label,
+    flops: 2 * n,
+  }];
+}

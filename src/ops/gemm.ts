@@ -1,0 +1,153 @@
+import { ShapeError } from '../runtime/errors.js';
+import { broadcastShapes, formatShape, type Shape, sizeOf, stridesOf } from '../runtime/shape.js';
+import { DEFAULT_TILING, gemmKernel, STRIDED_GEMM_PARAMS } from '../shaders/gemm.js';
+import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
+import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
+
+export interface GemmAttrs {
+  transA: boolean;
+  transB: boolean;
+  alpha: number;
+  beta: number;
+  activation: Activation;
+}
+
+export function gemmOutputShape(where: string, a: Shape, b: Shape, c: Shape | null, attrs: GemmAttrs): number[] {
+  if (a.length !== 2 || b.length !== 2) throw new ShapeError(where, `Gemm needs 2-D A and B, got ${formatShape(a)} and ${formatShape(b)}`);
+  const [M, K] = attrs.transA ? [a[1], a[0]] : [a[0], a[1]];
+  const [K2, N] = attrs.transB ? [b[1], b[0]] : [b[0], b[1]];
+  if (K !== K2) throw new ShapeError(where, `Gemm inner dimensions differ: A ${formatShape(a)}${attrs.transA ? 'ᵀ' : ''} · B ${formatShape(b)}${attrs.transB ? 'ᵀ' : ''}`);
+  if (c) {
+    const ok = c.length <= 2 && c.every((d, i) => d === 1 || d === [M, N][i + 2 - c.length]);
+    if (!ok) throw new ShapeError(where, `Gemm C ${formatShape(c)} does not broadcast to [${M}, ${N}]`);
+  }
+  return [M, N];
+}
+
+/** The columns [nOffset, nOffset + nCount) of op(B) held by one binding (weights split over bindings). */
+export interface ColumnSlice {
+  nOffset: number;
+  nCount: number;
+}
+
+/**
+ * Gemm through the matmul core. `b` may hold only a slice of op(B)'s columns (a weight
+ * matrix larger than one storage binding is split by the caller); the slice is then
+ * written into its columns of Y.
+ */
+export function lowerGemm(env: LowerEnv, a: BoundTensor, b: BoundTensor, c: BoundTensor | null, y: BoundTensor, attrs: GemmAttrs, slice?: ColumnSlice): Lowered {
+  const [M, N] = y.shape;
+  const K = attrs.transA ? a.shape[0] : a.shape[1];
+  const n0 = slice?.nOffset ?? 0;
+  const nCount = slice?.nCount ?? N;
+  const tiling = DEFAULT_TILING;
+  let biasSm = 0;
+  let biasSn = 0;
+  if (c) {
+    const cs = c.shape;
+    const cm = cs.length === 2 ? cs[0] : 1;
+    const cn = cs.length >= 1 ? cs[cs.length - 1] : 1;
+    biasSm = cm === 1 ? 0 : cn;
+    biasSn = cn === 1 ? 0 : 1;
+  }
+  const act = attrs.activation ?? NO_ACTIVATION;
+  return [{
+    kernel: gemmKernel({ source: 'strided', activation: act.kind, bias: c !== null, tiling }),
+    params: STRIDED_GEMM_PARAMS.pack({
+      M, N: nCount, K, alpha: attrs.alpha, beta: c ? attrs.beta : 0, ...activationParams(act), B2: 1,
+      a_off: 0, a_sb1: 0, a_sb2: 0, a_sm: attrs.transA ? 1 : K, a_sk: attrs.transA ? M : 1,
+      // The slice's own matrix: nCount columns of op(B).
+      b_off: 0, b_sb1: 0, b_sb2: 0, b_sk: attrs.transB ? 1 : nCount, b_sn: attrs.transB ? K : 1,
+      c_off: n0, c_sb1: 0, c_sb2: 0, c_sm: N, c_sn: 1,
+      bias_off: n0 * biasSn, bias_sm: biasSm, bias_sn: biasSn,
+    }),
+    buffers: c ? [a.binding, b.binding, c.binding, y.binding] : [a.binding, b.binding, y.binding],
+    workgroups: [cdiv(nCount, tiling.tileN * tiling.wgX), cdiv(M, tiling.tileM * tiling.wgY), 1],
+    label: env.label,
+    flops: 2 * M * nCount * K,
+  }];
+}
+
+/** NumPy matmul shape rule (1-D operands promoted and the promoted axis dropped). */
+export function matmulOutputShape(where: string, a: Shape, b: Shape): number[] {
+  if (a.length === 0 || b.length === 0) throw new ShapeError(where, 'MatMul operands must have rank >= 1');
+  const a2 = a.length === 1 ? [1, a[0]] : [...a];
+  const b2 = b.length === 1 ? [b[0], 1] : [...b];
+  const K = a2[a2.length - 1];
+  if (K !== b2[b2.length - 2]) throw new ShapeError(where, `MatMul inner dimensions differ: ${formatShape(a)} · ${formatShape(b)}`);
+  const ba = a2.slice(0, -2);
+  const bb = b2.slice(0, -2);
+  const r = Math.max(ba.length, bb.length);
+  const batch: number[] = [];
+  for (let i = 0; i < r; i++) {
+    const da = ba[ba.length - r + i] ?? 1;
+    const db = bb[bb.length - r + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) throw new ShapeError(where, `MatMul batch dimensions ${formatShape(a)} and ${formatShape(b)} do not broadcast`);
+    batch.push(Math.max(da, db));
+  }
+  const out = [...batch, a2[a2.length - 2], b2[b2.length - 1]];
+  if (a.length === 1) out.splice(out.length - 2, 1);
+  if (b.length === 1) out.splice(out.length - 1, 1);
+  return out;
+}
+
+/** Batch strides of an operand of batch shape `own` (right-aligned) against the output batch. */
+function batchStrides(own: number[], matrixSize: number, outBatch: number[]): number[] {
+  const s = stridesOf(own).map((x) => x * matrixSize);
+  return outBatch.map((d, i) => {
+    const j = i - (outBatch.length - own.length);
+    return j < 0 || own[j] === 1 ? 0 : s[j];
+  });
+}
+
+export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: BoundTensor, act: Activation = NO_ACTIVATION): Lowered {
+  const a2 = a.shape.length === 1 ? [1, a.shape[0]] : [...a.shape];
+  const b2 = b.shape.length === 1 ? [b.shape[0], 1] : [...b.shape];
+  const M = a2[a2.length - 2];
+  const K = a2[a2.length - 1];
+  const N = b2[b2.length - 1];
+  matmulOutputShape(env.label, a.shape, b.shape);
+  const fullBatch = broadcastShapes(a2.slice(0, -2), b2.slice(0, -2)) ?? [];
+  const sa = batchStrides(a2.slice(0, -2), M * K, fullBatch);
+  const sb = batchStrides(b2.slice(0, -2), K * N, fullBatch);
+  const sc = stridesOf(fullBatch).map((x) => x * M * N);
+  // Two batch levels: the last batch axis, and everything before it when that collapses.
+  let B1 = 1;
+  let B2 = 1;
+  let s1 = [0, 0, 0];
+  let s2 = [0, 0, 0];
+  const r = fullBatch.length;
+  if (r >= 1) {
+    B2 = fullBatch[r - 1];
+    s2 = [sa[r - 1], sb[r - 1], sc[r - 1]];
+  }
+  if (r >= 2) {
+    B1 = sizeOf(fullBatch.slice(0, r - 1));
+    const lead = (s: number[]) => {
+      // Leading axes collapse when the operand is broadcast over all of them or contiguous over them.
+      const axes = s.slice(0, r - 1);
+      if (axes.every((x) => x === 0)) return 0;
+      for (let i = 0; i < r - 2; i++) if (axes[i] !== axes[i + 1] * fullBatch[i + 1]) return -1;
+      return axes[r - 2];
+    };
+    const l = [lead(sa), lead(sb), lead(sc)];
+    if (l.some((x) => x < 0)) throw new ShapeError(env.label, `MatMul broadcast of ${formatShape(a.shape)} with ${formatShape(b.shape)} is not supported (mixed broadcast over leading batch axes)`);
+    s1 = l;
+  }
+  const tiling = DEFAULT_TILING;
+  if (B1 * B2 > 65535) throw new ShapeError(env.label, `MatMul batch ${B1 * B2} exceeds 65535`);
+  return [{
+    kernel: gemmKernel({ source: 'strided', activation: act.kind, bias: false, tiling }),
+    params: STRIDED_GEMM_PARAMS.pack({
+      M, N, K, alpha: 1, beta: 0, ...activationParams(act), B2,
+      a_off: 0, a_sb1: s1[0], a_sb2: s2[0], a_sm: K, a_sk: 1,
+      b_off: 0, b_sb1: s1[1], b_sb2: s2[1], b_sk: N, b_sn: 1,
+      c_off: 0, c_sb1: s1[2], c_sb2: s2[2], c_sm: N, c_sn: 1,
+      bias_off: 0, bias_sm: 0, bias_sn: 0,
+    }),
+    buffers: [a.binding, b.binding, y.binding],
+    workgroups: [cdiv(N, tiling.tileN * tiling.wgX), cdiv(M, tiling.tileM * tiling.wgY), B1 * B2],
+    label: env.label,
+    flops: 2 * M * N * K * B1 * B2,
+  }];
+}

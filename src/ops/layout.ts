@@ -1,0 +1,99 @@
+import { ShapeError } from '../runtime/errors.js';
+import { grid1d } from '../runtime/kernel.js';
+import { formatShape, normalizeAxis, type Shape, sizeOf } from '../runtime/shape.js';
+import { EW_WG, MAX_BCAST_RANK } from '../shaders/elementwise.js';
+import { PAD_PARAMS, type PadMode, padKernel, SLICE_COPY_PARAMS, SOFTMAX_PARAMS, sliceCopyKernel, softmaxKernel } from '../shaders/layout.js';
+import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
+
+/** Softmax over `axis`; `coerce2d` gives the pre-opset-13 rule (flatten [axis, rank) into one axis). */
+export function lowerSoftmax(env: LowerEnv, x: BoundTensor, y: BoundTensor, axis: number, coerce2d: boolean, log = false): Lowered {
+  const rank = x.shape.length;
+  const ax = normalizeAxis(axis, rank);
+  if (ax < 0 || ax >= Math.max(rank, 1)) throw new ShapeError(env.label, `softmax axis ${axis} out of range for ${formatShape(x.shape)}`);
+  const outer = sizeOf(x.shape.slice(0, ax));
+  const axisLen = coerce2d ? sizeOf(x.shape.slice(ax)) : x.shape[ax] ?? 1;
+  const inner = coerce2d ? 1 : sizeOf(x.shape.slice(ax + 1));
+  const rows = outer * inner;
+  return [{
+    kernel: softmaxKernel(log),
+    params: SOFTMAX_PARAMS.pack({ rows, axis_len: axisLen, inner }),
+    buffers: [x.binding, y.binding],
+    workgroups: grid1d(cdiv(rows, 64)),
+    label: env.label,
+    flops: 4 * sizeOf(x.shape),
+  }];
+}
+
+export function concatOutputShape(where: string, inputs: Shape[], axis: number): number[] {
+  if (inputs.length === 0) throw new ShapeError(where, 'Concat needs at least one input');
+  const rank = inputs[0].length;
+  const ax = normalizeAxis(axis, rank);
+  if (ax < 0 || ax >= rank) throw new ShapeError(where, `Concat axis ${axis} out of range for rank ${rank}`);
+  const out = [...inputs[0]];
+  out[ax] = 0;
+  for (const s of inputs) {
+    if (s.length !== rank || s.some((d, i) => i !== ax && d !== inputs[0][i])) {
+      throw new ShapeError(where, `Concat inputs ${inputs.map(formatShape).join(', ')} differ off axis ${ax}`);
+    }
+    out[ax] += s[ax];
+  }
+  return out;
+}
+
+export function lowerConcat(env: LowerEnv, xs: BoundTensor[], y: BoundTensor, axis: number): Lowered {
+  const ax = normalizeAxis(axis, y.shape.length);
+  const inner = sizeOf(y.shape.slice(ax + 1));
+  const outAxis = y.shape[ax];
+  let offset = 0;
+  const out: Lowered = [];
+  for (const x of xs) {
+    const n = sizeOf(x.shape);
+    if (n > 0) {
+      out.push({
+        kernel: sliceCopyKernel(),
+        params: SLICE_COPY_PARAMS.pack({ n, in_axis: x.shape[ax], inner, out_axis: outAxis, offset }),
+        buffers: [x.binding, y.binding],
+        workgroups: grid1d(cdiv(n, EW_WG)),
+        label: env.label,
+        flops: 0,
+      });
+    }
+    offset += x.shape[ax];
+  }
+  return out;
+}
+
+/** pads = [b_0 … b_{r−1}, e_0 … e_{r−1}] as in ONNX. */
+export function padOutputShape(where: string, x: Shape, pads: number[]): number[] {
+  const r = x.length;
+  if (pads.length !== 2 * r) throw new ShapeError(where, `Pad needs ${2 * r} pad values for rank ${r}, got ${pads.length}`);
+  const out = x.map((d, i) => d + pads[i] + pads[i + r]);
+  if (out.some((d) => d < 0)) throw new ShapeError(where, `Pad with ${JSON.stringify(pads)} crops ${formatShape(x)} below zero`);
+  return out;
+}
+
+export function lowerPad(env: LowerEnv, x: BoundTensor, y: BoundTensor, pads: number[], mode: PadMode, value: number): Lowered {
+  const r = x.shape.length;
+  if (r > MAX_BCAST_RANK) throw new ShapeError(env.label, `Pad supports rank <= ${MAX_BCAST_RANK}, got ${r}`);
+  if (mode !== 'constant' && x.shape.some((d, i) => d === 0 && (pads[i] > 0 || pads[i + r] > 0))) {
+    throw new ShapeError(env.label, `Pad mode ${mode} cannot pad an empty axis of ${formatShape(x.shape)}`);
+  }
+  const n = sizeOf(y.shape);
+  const values: Record<string, number> = { n, rank: r, value };
+  const off = MAX_BCAST_RANK - r;
+  for (let i = 0; i < MAX_BCAST_RANK; i++) {
+    const j = i - off;
+    values[`od${i}`] = j < 0 ? 1 : y.shape[j];
+    values[`id${i}`] = j < 0 ? 1 : x.shape[j];
+    values[`pb${i}`] = j < 0 ? 0 : pads[j];
+  }
+  if (n === 0) return [];
+  return [{
+    kernel: padKernel(mode),
+    params: PAD_PARAMS.pack(values),
+    buffers: [x.binding, y.binding],
+    workgroups: grid1d(cdiv(n, EW_WG)),
+    label: env.label,
+    flops: 0,
+  }];
+}

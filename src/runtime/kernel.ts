@@ -1,0 +1,87 @@
+/**
+ * A kernel is WGSL plus its interface: a uniform parameter struct (shapes, strides,
+ * scalars; so one pipeline serves every shape) and an ordered list of storage bindings.
+ * The preamble that declares them is generated here so every shader declares them the
+ * same way and the bind group layout can be explicit.
+ */
+export type ParamType = 'u32' | 'i32' | 'f32';
+
+export class ParamLayout {
+  readonly fields: readonly (readonly [string, ParamType])[];
+  readonly byteSize: number;
+  private readonly index: Map<string, number>;
+
+  constructor(fields: readonly (readonly [string, ParamType])[]) {
+    this.fields = fields;
+    this.index = new Map(fields.map(([n], i) => [n, i]));
+    this.byteSize = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
+  }
+
+  wgsl(): string {
+    return `struct Params {\n${this.fields.map(([n, t]) => `  ${n}: ${t},`).join('\n')}\n}\n`;
+  }
+
+  /** Packs named values into the struct's bytes; every field must be given. */
+  pack(values: Readonly<Record<string, number>>): Uint32Array {
+    const words = new Uint32Array(this.byteSize / 4);
+    const view = new DataView(words.buffer);
+    for (const [name, type] of this.fields) {
+      const v = values[name];
+      if (v === undefined || Number.isNaN(v)) throw new Error(`kernel parameter '${name}' missing`);
+      const off = this.index.get(name)! * 4;
+      if (type === 'f32') view.setFloat32(off, v, true);
+      else if (type === 'i32') view.setInt32(off, v, true);
+      else {
+        if (v < 0 || v > 0xffffffff || !Number.isInteger(v)) throw new Error(`kernel parameter '${name}' = ${v} is not a u32`);
+        view.setUint32(off, v, true);
+      }
+    }
+    return words;
+  }
+}
+
+export interface StorageBinding {
+  name: string;
+  access: 'read' | 'read_write';
+  /** WGSL element type of the runtime array, e.g. 'f32' or 'vec4<f32>'. */
+  element: string;
+}
+
+export interface KernelDef {
+  /** Unique key of the generated WGSL: kind plus every compile-time option. */
+  key: string;
+  params: ParamLayout | null;
+  storage: readonly StorageBinding[];
+  /** WGSL after the generated declarations; must define `@compute fn main`. */
+  body: string;
+}
+
+/** Binding 0 is the uniform `params` (when there is one); storage buffers follow from 1. */
+export function kernelWgsl(def: KernelDef): string {
+  const parts: string[] = [];
+  if (def.params) {
+    parts.push(def.params.wgsl());
+    parts.push('@group(0) @binding(0) var<uniform> params: Params;\n');
+  }
+  def.storage.forEach((s, i) => {
+    parts.push(`@group(0) @binding(${i + 1}) var<storage, ${s.access}> ${s.name}: array<${s.element}>;\n`);
+  });
+  parts.push(def.body);
+  return parts.join('');
+}
+
+/** Largest workgroup count per dimension every WebGPU device accepts. */
+export const MAX_WORKGROUPS_PER_DIM = 65535;
+
+/**
+ * Spreads `groups` workgroups over x and y so no dimension exceeds the limit. Shaders
+ * recover the linear index as `wid.x + wid.y * nwg.x` (see LINEAR_GROUP_WGSL).
+ */
+export function grid1d(groups: number): [number, number, number] {
+  if (groups <= MAX_WORKGROUPS_PER_DIM) return [Math.max(1, groups), 1, 1];
+  const y = Math.ceil(groups / MAX_WORKGROUPS_PER_DIM);
+  return [Math.ceil(groups / y), y, 1];
+}
+
+/** WGSL helper used with grid1d: the linear workgroup index. */
+export const LINEAR_GROUP_WGSL = 'fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }\n';

@@ -1,0 +1,111 @@
+import { ACTIVATION_PARAMS, type Activation, activationWgsl } from '../ops/activation.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+
+/** Elements per workgroup of the point-wise kernels. */
+export const EW_WG = 256;
+
+/** Highest rank the broadcasting kernels index directly (higher ranks are collapsed first). */
+export const MAX_BCAST_RANK = 6;
+
+export type BinaryOpKind = 'add' | 'sub' | 'mul' | 'div';
+
+const BINARY_EXPR: Record<BinaryOpKind, string> = {
+  add: 'a + b',
+  sub: 'a - b',
+  mul: 'a * b',
+  div: 'a / b',
+};
+
+const R = Array.from({ length: MAX_BCAST_RANK }, (_, i) => i);
+
+export const BINARY_PARAMS = new ParamLayout([
+  ['n', 'u32'],
+  ['rank', 'u32'],
+  ['a_off', 'u32'],
+  ['b_off', 'u32'],
+  ...ACTIVATION_PARAMS,
+  ...R.map((i) => [`d${i}`, 'u32'] as const),
+  ...R.map((i) => [`as${i}`, 'u32'] as const),
+  ...R.map((i) => [`bs${i}`, 'u32'] as const),
+]);
+
+/** y = act(a ∘ b) with NumPy broadcasting through per-dimension strides (0 on broadcast axes). */
+export function binaryKernel(op: BinaryOpKind, act: Activation['kind']): KernelDef {
+  // Dimensions are stored right-aligned: d5 is the innermost axis, rank counts from there.
+  return {
+    key: `binary/${op}/${act}`,
+    params: BINARY_PARAMS,
+    storage: [
+      { name: 'A', access: 'read', element: 'f32' },
+      { name: 'B', access: 'read', element: 'f32' },
+      { name: 'Y', access: 'read_write', element: 'f32' },
+    ],
+    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${EW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
+  if (i >= params.n) { return; }
+  var rem = i;
+  var ia = params.a_off;
+  var ib = params.b_off;
+${R.map(
+  (k) => `  if (${k}u < params.rank) {
+    let d = params.d${MAX_BCAST_RANK - 1 - k};
+    let c = rem % d; rem = rem / d;
+    ia += c * params.as${MAX_BCAST_RANK - 1 - k}; ib += c * params.bs${MAX_BCAST_RANK - 1 - k};
+  }`,
+).join('\n')}
+  let a = A[ia];
+  let b = B[ib];
+  Y[i] = activate(${BINARY_EXPR[op]});
+}
+`,
+  };
+}
+
+export const UNARY_PARAMS = new ParamLayout([['n', 'u32'], ...ACTIVATION_PARAMS]);
+
+/** y = act(x) element-wise (Relu, Clip, LeakyRelu, Sigmoid, or a copy with 'none'). */
+export function unaryKernel(act: Activation['kind']): KernelDef {
+  return {
+    key: `unary/${act}`,
+    params: UNARY_PARAMS,
+    storage: [
+      { name: 'X', access: 'read', element: 'f32' },
+      { name: 'Y', access: 'read_write', element: 'f32' },
+    ],
+    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${EW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
+  if (i >= params.n) { return; }
+  Y[i] = activate(X[i]);
+}
+`,
+  };
+}
+
+export const CHANNEL_AFFINE_PARAMS = new ParamLayout([['n', 'u32'], ['channels', 'u32'], ['inner', 'u32'], ...ACTIVATION_PARAMS]);
+
+/** y = act(x · scale[c] + shift[c]) over NC… tensors: BatchNormalization in inference form. */
+export function channelAffineKernel(act: Activation['kind']): KernelDef {
+  return {
+    key: `channel_affine/${act}`,
+    params: CHANNEL_AFFINE_PARAMS,
+    storage: [
+      { name: 'X', access: 'read', element: 'f32' },
+      { name: 'Scale', access: 'read', element: 'f32' },
+      { name: 'Shift', access: 'read', element: 'f32' },
+      { name: 'Y', access: 'read_write', element: 'f32' },
+    ],
+    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${EW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
+  if (i >= params.n) { return; }
+  let c = (i / params.inner) % params.channels;
+  Y[i] = activate(fma(X[i], Scale[c], Shift[c]));
+}
+`,
+  };
+}

@@ -1,0 +1,40 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { Model } from '../src/model.js';
+import { Tensor } from '../src/runtime/tensor.js';
+import { FIXTURES, npy, torchManifest } from './helpers/fixtures.js';
+import { gpu } from './helpers/gpu.js';
+import { relError } from './helpers/random.js';
+
+const DIR = join(FIXTURES, 'torch');
+
+/**
+ * torchvision architectures (narrowed by 8 so the files stay small, same module names),
+ * random weights and randomized BatchNorm statistics, exported by Debian's PyTorch:
+ * logits and taps at module paths and node names against PyTorch's own outputs.
+ */
+describe.each(['resnet18-w8', 'resnet50-w8', 'vgg11_bn-w8', 'vgg16-w8'])('%s against PyTorch', (name) => {
+  it('logits and taps within 1e-4 relative error', async () => {
+    const ctx = await gpu();
+    const m = torchManifest(DIR, name);
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(DIR, m.model))), { name: m.model });
+    const input = npy(join(DIR, m.input.file));
+    const x = Tensor.fromData(ctx, input.data, input.shape);
+    const tapNames = m.taps.map((t) => t.module ?? t.node!);
+    const r = await model.run(x, { taps: tapNames });
+    const logits = await r.outputs.get(m.output.name)!.read();
+    const want = npy(join(DIR, m.output.file));
+    expect(relError(logits, want.data)).toBeLessThan(1e-4);
+    for (const t of m.taps) {
+      const key = t.module ?? t.node!;
+      const tap = r.taps.get(key)!;
+      expect(tap.value.shape, key).toEqual(t.shape);
+      const got = await tap.value.read();
+      expect(relError(got, npy(join(DIR, t.file)).data), `tap ${key} -> ${tap.tensor}`).toBeLessThan(1e-4);
+    }
+    for (const t of [...r.outputs.values(), ...[...r.taps.values()].map((q) => q.value)]) t.dispose();
+    x.dispose();
+    await model.dispose();
+  });
+});
