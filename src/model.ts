@@ -139,7 +139,7 @@ export class Model {
   chunkSize(shape: readonly number[], keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): number {
     const one = new Map([[this.inputName, [1, ...shape.slice(1)]]]);
     const perImage = largestActivationBytes(this.analyze(one, keep, inputValues));
-    const limit = this.ctx.limits.maxStorageBufferBindingSize;
+    const limit = this.ctx.activationBindingLimit;
     if (perImage > limit) throw new LimitError(`${this.graph.file}: one image needs a ${perImage}-byte tensor, over the storage binding limit ${limit}`);
     return Math.max(1, Math.min(shape[0], Math.floor(limit / perImage)));
   }

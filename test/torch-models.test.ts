@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Model } from '../src/model.js';
@@ -7,14 +7,21 @@ import { FIXTURES, npy, torchManifest } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
 import { relError } from './helpers/random.js';
 
-const DIR = join(FIXTURES, 'torch');
+const SMALL = join(FIXTURES, 'torch');
+/** Opt-in: full-size models from `tools/gen_torch_fixtures.py --full DIR` (too large to commit). */
+const FULL = process.env.CAMGPU_TORCH_FULL;
+
+const cases: [string, string][] = [
+  ...['resnet18-w8', 'resnet50-w8', 'vgg11_bn-w8', 'vgg16-w8'].map((n): [string, string] => [n, SMALL]),
+  ...(FULL ? (['resnet18', 'resnet50', 'vgg11_bn', 'vgg16'] as const).filter((n) => existsSync(join(FULL, `${n}.json`))).map((n): [string, string] => [n, FULL]) : []),
+];
 
 /**
  * torchvision architectures (narrowed by 8 so the files stay small, same module names),
  * random weights and randomized BatchNorm statistics, exported by Debian's PyTorch:
  * logits and taps at module paths and node names against PyTorch's own outputs.
  */
-describe.each(['resnet18-w8', 'resnet50-w8', 'vgg11_bn-w8', 'vgg16-w8'])('%s against PyTorch', (name) => {
+describe.each(cases)('%s against PyTorch', (name, DIR) => {
   it('logits and taps within 1e-4 relative error', async () => {
     const ctx = await gpu();
     const m = torchManifest(DIR, name);

@@ -41,7 +41,7 @@ export function largestActivationBytes(a: Analysis): number {
  * the weight store, then every op lowered to prepared launches.
  */
 export async function compilePlan(ctx: GpuContext, a: Analysis, weights: WeightStore, keep: ReadonlySet<string>): Promise<ExecutionPlan> {
-  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const limit = ctx.activationBindingLimit;
   const storage = new Map<string, Storage>();
   const rootOf = (name: string) => storage.get(name)?.root ?? name;
   for (const i of a.inputs) storage.set(i, { root: i, bytes: sizeOf(a.shapes.get(i)!) * 4, def: -1, lastUse: -1 });

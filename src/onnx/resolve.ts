@@ -58,7 +58,7 @@ export function resolveTap(g: IrGraph, name: string): ResolvedTap {
   const near = paths.filter((p) => p.startsWith(name.split('.')[0])).slice(0, 20);
   throw new InputError(
     `layer '${name}' is not a tensor name, node name or torch module path of ${g.file}` +
-      (near.length ? `; module paths there include: ${near.join(', ')}` : paths.length ? `; module paths include: ${paths.slice(0, 12).join(', ')}` : '; the graph has no torch scope names, use tensor or node names'),
+      (near.length || paths.length ? `; module paths there include: ${(near.length ? near : paths.slice(0, 20)).join(', ')}` : '; the graph has no torch scope names, use tensor or node names'),
   );
 }
 

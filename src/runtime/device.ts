@@ -28,6 +28,12 @@ export interface GpuContextOptions {
   powerPreference?: GPUPowerPreference;
   /** Ask for timestamp queries when the adapter offers them (default true). */
   timestamps?: boolean;
+  /**
+   * Cap, below the device's storage binding limit, on the bytes of one activation tensor:
+   * batches are split into passes that respect it, which bounds memory per pass.
+   * Constants are split by the device limit alone.
+   */
+  activationBindingLimit?: number;
 }
 
 /** The limits camgpu raises to the adapter's maximum. */
@@ -59,12 +65,15 @@ export class GpuContext {
   readonly hasTimestamps: boolean;
   readonly pool: BufferPool;
   readonly pipelines: PipelineCache;
+  /** Largest activation tensor one pass may bind: the device limit, or a smaller cap. */
+  readonly activationBindingLimit: number;
   private lostError: DeviceLostError | null = null;
   private firstError: GpuError | null = null;
   private readonly lostPromise: Promise<never>;
 
-  private constructor(adapter: GPUAdapter, device: GPUDevice, info: AdapterDescription, hasTimestamps: boolean) {
+  private constructor(adapter: GPUAdapter, device: GPUDevice, info: AdapterDescription, hasTimestamps: boolean, activationBindingLimit?: number) {
     this.adapter = adapter;
+    this.activationBindingLimit = Math.min(device.limits.maxStorageBufferBindingSize, activationBindingLimit ?? Infinity);
     this.device = device;
     this.limits = device.limits;
     this.features = new Set([...device.features]);
@@ -111,7 +120,7 @@ export class GpuContext {
       description: raw.description,
       isSoftware: /llvmpipe|lavapipe|swiftshader|software|warp|microsoft basic/.test(text),
     };
-    return new GpuContext(adapter, device, info, wantTimestamps);
+    return new GpuContext(adapter, device, info, wantTimestamps, options.activationBindingLimit);
   }
 
   get isLost(): boolean {

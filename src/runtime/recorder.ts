@@ -27,6 +27,7 @@ export interface PreparedDispatch {
 export interface OpTiming {
   label: string;
   ms: number;
+  flops: number;
 }
 
 const UNIFORM_ALIGN = 256;
@@ -98,7 +99,7 @@ export class Recorder {
   private pass: GPUComputePassEncoder | null = null;
   private readonly profile: boolean;
   private readonly querySets: GPUQuerySet[] = [];
-  private readonly labels: string[] = [];
+  private readonly labels: { label: string; flops: number }[] = [];
   private submitted = false;
   private static readonly QUERIES_PER_SET = 4096;
 
@@ -113,7 +114,7 @@ export class Recorder {
     return this.profile;
   }
 
-  private computePass(label: string): GPUComputePassEncoder {
+  private computePass(label: string, flops: number): GPUComputePassEncoder {
     if (this.profile) {
       const i = this.labels.length;
       const setIndex = Math.floor((2 * i) / Recorder.QUERIES_PER_SET);
@@ -121,7 +122,7 @@ export class Recorder {
         this.querySets.push(this.ctx.device.createQuerySet({ type: 'timestamp', count: Recorder.QUERIES_PER_SET }));
       }
       const q = (2 * i) % Recorder.QUERIES_PER_SET;
-      this.labels.push(label);
+      this.labels.push({ label, flops });
       return this.encoder.beginComputePass({
         label,
         timestampWrites: { querySet: this.querySets[setIndex], beginningOfPassWriteIndex: q, endOfPassWriteIndex: q + 1 },
@@ -136,7 +137,7 @@ export class Recorder {
   }
 
   run(p: PreparedDispatch): void {
-    const pass = this.computePass(p.label);
+    const pass = this.computePass(p.label, p.flops);
     pass.setPipeline(p.pipeline);
     pass.setBindGroup(0, p.bindGroup);
     pass.dispatchWorkgroups(p.workgroups[0], p.workgroups[1], p.workgroups[2]);
@@ -188,7 +189,7 @@ export class Recorder {
       const sets = this.querySets;
       timings = this.ctx.guard(rb.mapAsync(1)).then(() => {
         const t = new BigInt64Array(rb.getMappedRange());
-        const out = labels.map((label, i) => ({ label, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
+        const out = labels.map(({ label, flops }, i) => ({ label, flops, ms: Number(t[2 * i + 1] - t[2 * i]) / 1e6 }));
         rb.unmap();
         rb.destroy();
         qb.destroy();

@@ -1,0 +1,15 @@
+/**
+ * camgpu: ONNX CNNs on WebGPU. This entry point is platform-neutral (browsers use
+ * navigator.gpu); Node code imports `camgpu/node`, which also registers Dawn.
+ */
+export { GpuContext, setDefaultGpuProvider, type GpuProvider, type AdapterDescription } from './runtime/device.js';
+export { Tensor, readTensors } from './runtime/tensor.js';
+export { Recorder, type OpTiming } from './runtime/recorder.js';
+export * from './runtime/errors.js';
+export { Model, type RunOptions, type RunResult, type TapResult } from './model.js';
+export { importOnnx, MIN_OPSET, MAX_OPSET } from './onnx/import.js';
+export { SUPPORTED_OPS } from './onnx/analyze.js';
+export { resolveTap, autoTargetLayer, nodeModulePath } from './onnx/resolve.js';
+export type { IrGraph, IrNode } from './onnx/ir.js';
+export type { HostTensor } from './onnx/host-tensor.js';
+export { parseNpy, formatNpy, type NpyArray } from './io/npy.js';

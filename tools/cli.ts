@@ -1,0 +1,240 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { readImageFile } from '../src/io/image-node.js';
+import { formatNpy, parseNpy } from '../src/io/npy.js';
+import { CamgpuError, GpuContext, InputError, loadModel, type Model, Tensor } from '../src/node.js';
+import { preprocessImages } from '../src/preprocess.js';
+import { runBench, runMatmulBench } from './bench.js';
+
+/** Thrown for a bad command line; exits with 2 like commander's own usage errors. */
+class UsageError extends Error {}
+
+function csv(v: string): string[] {
+  return v.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function intList(v: string): number[] {
+  return csv(v).map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${s}' is not a positive integer`);
+    return n;
+  });
+}
+
+function positiveInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${v}' is not a positive integer`);
+  return n;
+}
+
+function triple(v: string): number[] {
+  const t = csv(v).map(Number);
+  if (t.length !== 3 || t.some((x) => !Number.isFinite(x))) throw new InvalidArgumentError(`'${v}' is not three comma-separated numbers`);
+  return t;
+}
+
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, ...csv(v)];
+}
+
+/** Softmax of one row, in float64. */
+function softmax(row: Float32Array): number[] {
+  const m = Math.max(...row);
+  const e = Array.from(row, (v) => Math.exp(v - m));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+function topK(row: Float32Array, k: number) {
+  const p = softmax(row);
+  return Array.from(row, (logit, cls) => ({ cls, logit, prob: p[cls] }))
+    .sort((a, b) => b.logit - a.logit || a.cls - b.cls)
+    .slice(0, k);
+}
+
+function safeFileName(name: string): string {
+  return name.replace(/^\/+/, '').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 120) || 'tensor';
+}
+
+async function loadInput(ctx: GpuContext, model: Model, opts: { image: string[]; inputNpy?: string; size?: string; resize: string; mean?: number[]; std?: number[]; normalize: boolean }): Promise<{ x: Tensor; names: string[] }> {
+  if (opts.inputNpy && opts.image.length) throw new UsageError('give either --image or --input-npy, not both');
+  if (opts.inputNpy) {
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(readFileSync(opts.inputNpy));
+    } catch (e) {
+      throw new InputError(`cannot read ${opts.inputNpy}: ${(e as Error).message}`);
+    }
+    const arr = parseNpy(bytes, opts.inputNpy);
+    if (arr.shape.length < 1) throw new InputError(`${opts.inputNpy}: a scalar is not a model input`);
+    const x = Tensor.fromData(ctx, arr.data, arr.shape);
+    return { x, names: Array.from({ length: arr.shape[0] }, (_, i) => `${basename(opts.inputNpy!)}[${i}]`) };
+  }
+  if (!opts.image.length) throw new UsageError('give --image FILE or --input-npy FILE');
+  let size: [number, number];
+  if (opts.size) {
+    const m = /^(\d+)x(\d+)$/.exec(opts.size);
+    if (!m) throw new UsageError(`--size must look like 224x224, got '${opts.size}'`);
+    size = [Number(m[1]), Number(m[2])];
+  } else {
+    const s = model.defaultInputShape(1);
+    if (s.length !== 4 || s[1] !== 3) throw new InputError(`${model.graph.file}: input shape [${s}] is not an RGB image batch; use --input-npy`);
+    size = [s[2], s[3]];
+  }
+  if (opts.resize !== 'resize' && opts.resize !== 'resize-crop') throw new UsageError(`--resize must be resize or resize-crop, got '${opts.resize}'`);
+  const images = opts.image.map((f) => readImageFile(f));
+  const normalize = opts.normalize ? { mean: opts.mean ?? [0.485, 0.456, 0.406], std: opts.std ?? [0.229, 0.224, 0.225] } : null;
+  const x = preprocessImages(ctx, images, { size, mode: opts.resize, normalize });
+  return { x, names: opts.image.map((f) => basename(f)) };
+}
+
+interface RunCliOptions {
+  model: string;
+  image: string[];
+  inputNpy?: string;
+  taps: string[];
+  topk: number;
+  out?: string;
+  json: boolean;
+  size?: string;
+  resize: string;
+  mean?: number[];
+  std?: number[];
+  normalize: boolean;
+}
+
+async function cmdRun(o: RunCliOptions): Promise<void> {
+  const ctx = await GpuContext.create();
+  const model = loadModel(ctx, o.model);
+  const { x, names } = await loadInput(ctx, model, o);
+  const t0 = performance.now();
+  const r = await model.run(x, { taps: o.taps });
+  const outName = model.graph.outputs[0].name;
+  const logitsT = r.outputs.get(outName)!;
+  const logits = await logitsT.read();
+  const ms = performance.now() - t0;
+  const classes = logitsT.shape[logitsT.shape.length - 1];
+  const batch = logitsT.shape.length > 1 ? logitsT.shape[0] : 1;
+  const perImage = Array.from({ length: batch }, (_, i) => topK(logits.subarray(i * classes, (i + 1) * classes), Math.min(o.topk, classes)));
+  const tapInfo: Record<string, { tensor: string; how: string; shape: number[]; file?: string }> = {};
+  if (o.out) {
+    mkdirSync(o.out, { recursive: true });
+    writeFileSync(join(o.out, 'logits.npy'), formatNpy(logits, logitsT.shape));
+  }
+  const usedFiles = new Set<string>();
+  for (const [name, tap] of r.taps) {
+    const info: (typeof tapInfo)[string] = { tensor: tap.tensor, how: tap.how, shape: [...tap.value.shape] };
+    if (o.out) {
+      let file = `tap-${safeFileName(name)}.npy`;
+      for (let k = 2; usedFiles.has(file); k++) file = `tap-${safeFileName(name)}-${k}.npy`;
+      usedFiles.add(file);
+      writeFileSync(join(o.out, file), formatNpy(await tap.value.read(), tap.value.shape));
+      info.file = file;
+    }
+    tapInfo[name] = info;
+  }
+  if (o.out) writeFileSync(join(o.out, 'taps.json'), `${JSON.stringify(tapInfo, null, 2)}\n`);
+  if (o.json) {
+    console.log(JSON.stringify({
+      model: o.model, output: outName, batch, classes, ms: Number(ms.toFixed(2)), chunk: r.chunk,
+      top: perImage.map((t, i) => ({ input: names[i] ?? String(i), classes: t })),
+      taps: tapInfo, out: o.out ?? null,
+    }, null, 2));
+  } else {
+    perImage.forEach((t, i) => {
+      console.log(`${names[i] ?? `#${i}`}: ${t.map((c) => `${c.cls} (logit ${c.logit.toFixed(4)}, p ${c.prob.toFixed(4)})`).join(', ')}`);
+    });
+    for (const [name, t] of Object.entries(tapInfo)) console.log(`tap ${name} -> ${t.tensor} [${t.shape.join('x')}]${t.file ? ` ${t.file}` : ''}`);
+    if (o.out) console.log(`wrote ${join(o.out, 'logits.npy')}${Object.keys(tapInfo).length ? ' and taps.json' : ''}`);
+    console.log(`forward + readback: ${ms.toFixed(1)} ms (batch ${batch}, ${r.chunk} per pass)`);
+  }
+  x.dispose();
+  for (const t of r.outputs.values()) t.dispose();
+  for (const t of r.taps.values()) t.value.dispose();
+  await model.dispose();
+  ctx.destroy();
+}
+
+async function cmdInfo(o: { json: boolean }): Promise<void> {
+  const ctx = await GpuContext.create();
+  const limits: Record<string, number> = {};
+  const proto = Object.getPrototypeOf(ctx.limits) as object;
+  for (const k of Object.keys(Object.getOwnPropertyDescriptors(proto))) {
+    const v = (ctx.limits as unknown as Record<string, unknown>)[k];
+    if (typeof v === 'number') limits[k] = v;
+  }
+  const info = { adapter: ctx.adapterInfo, features: [...ctx.adapter.features].sort(), timestamps: ctx.hasTimestamps, limits };
+  if (o.json) console.log(JSON.stringify(info, null, 2));
+  else {
+    console.log(`adapter: ${info.adapter.description || info.adapter.device} (vendor ${info.adapter.vendor}, ${info.adapter.architecture}${info.adapter.isSoftware ? ', software' : ''})`);
+    console.log(`timestamp queries: ${info.timestamps ? 'yes' : 'no'}`);
+    console.log(`features: ${info.features.join(', ')}`);
+    for (const [k, v] of Object.entries(limits)) console.log(`  ${k}: ${v}`);
+  }
+  ctx.destroy();
+}
+
+export function buildProgram(): Command {
+  const program = new Command('camgpu')
+    .description('ONNX CNNs on WebGPU: forward passes, layer taps, benchmarks')
+    .showHelpAfterError()
+    .exitOverride();
+  program.command('info').description('adapter, features and limits').option('--json', 'machine-readable output', false).action(cmdInfo);
+  program
+    .command('run')
+    .description('run a model on images or a .npy batch and print the top-K classes')
+    .requiredOption('--model <file>', 'ONNX model')
+    .option('--image <files>', 'PNG/JPEG image(s), comma-separated or repeated', collect, [])
+    .option('--input-npy <file>', 'float32 NCHW .npy batch, used as is')
+    .option('--taps <names>', 'layers to return: tensor names, node names or torch module paths (comma-separated)', csv, [])
+    .option('--topk <k>', 'classes to print per image', positiveInt, 5)
+    .option('--out <dir>', 'write logits.npy, one .npy per tap and taps.json here')
+    .option('--json', 'machine-readable output', false)
+    .option('--size <HxW>', 'model input size for --image (default: the model input shape)')
+    .option('--resize <mode>', "'resize' (bilinear to the input size) or 'resize-crop' (shorter side to 256/224 of it, center crop)", 'resize')
+    .option('--mean <r,g,b>', 'normalization mean (default ImageNet)', triple)
+    .option('--std <r,g,b>', 'normalization std (default ImageNet)', triple)
+    .option('--no-normalize', 'feed [0,1] RGB without mean/std normalization')
+    .action(cmdRun);
+  program
+    .command('bench')
+    .description('time forward passes: median, p10, p90 per batch, GFLOP/s, per-op GPU time')
+    .option('--model <file>', 'ONNX model')
+    .option('--batch <sizes>', 'batch sizes, comma-separated', intList, [1, 8])
+    .option('--iters <n>', 'timed iterations per batch size', positiveInt, 10)
+    .option('--warmup <n>', 'untimed iterations first', positiveInt, 2)
+    .option('--no-profile', 'skip the per-op GPU timestamp pass')
+    .option('--matmul <n>', "also time the matmul core on an n×n×n problem", positiveInt)
+    .option('--json', 'machine-readable output', false)
+    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; matmul?: number; json: boolean }) => {
+      if (!o.model && !o.matmul) throw new UsageError('give --model FILE and/or --matmul N');
+      const results: Record<string, unknown> = {};
+      if (o.model) results.model = await runBench(o.model, o);
+      if (o.matmul) results.matmul = await runMatmulBench(o.matmul, o);
+      if (o.json) console.log(JSON.stringify(results, null, 2));
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    const err = e as Error & { code?: string; exitCode?: number };
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return 0;
+    if (err.code?.startsWith('commander.')) return err.exitCode ?? 2;
+    if (e instanceof UsageError) {
+      console.error(`camgpu: ${e.message}`);
+      return 2;
+    }
+    if (e instanceof CamgpuError) {
+      console.error(`camgpu: error [${e.code}]: ${e.message}`);
+      return 1;
+    }
+    console.error(`camgpu: internal error: ${err.stack ?? err.message}`);
+    return 70;
+  }
+}
