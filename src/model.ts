@@ -41,6 +41,14 @@ export interface RunResult {
 interface CachedPlan {
   plan: ExecutionPlan;
   analysis: Analysis;
+  /** The plan's own constants, for plans built with bound input values. */
+  weights?: WeightStore;
+}
+
+/** Releases a plan built with bound input values; safe once its work is submitted. */
+function releaseTransient(c: CachedPlan): void {
+  c.plan.dispose();
+  c.weights?.dispose();
 }
 
 const PLAN_CACHE_SIZE = 4;
@@ -55,6 +63,8 @@ export class Model {
   readonly graph: IrGraph;
   readonly weights: WeightStore;
   private readonly plans = new Map<string, Promise<CachedPlan>>();
+  /** Images per pass, by input shape and taps (the analysis behind it runs once). */
+  private readonly chunks = new Map<string, number>();
 
   constructor(ctx: GpuContext, graph: IrGraph) {
     this.ctx = ctx;
@@ -112,19 +122,32 @@ export class Model {
   }
 
   private plan(inputShapes: Map<string, number[]>, keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): Promise<CachedPlan> {
+    if (inputValues) {
+      // Constants folded from bound values change between runs under the same names: such
+      // a plan is not cached and uploads its constants to a store of its own.
+      return (async () => {
+        const weights = new WeightStore(this.ctx);
+        try {
+          const analysis = this.analyze(inputShapes, keep, inputValues);
+          return { plan: await compilePlan(this.ctx, analysis, weights, keep), analysis, weights };
+        } catch (e) {
+          weights.dispose();
+          throw e;
+        }
+      })();
+    }
     const key = `${[...inputShapes].map(([k, v]) => `${k}:${v}`).join(';')}|${[...keep].sort().join(',')}`;
     let p = this.plans.get(key);
-    if (p && !inputValues) {
+    if (p) {
       this.plans.delete(key);
       this.plans.set(key, p); // most recently used last
       return p;
     }
     p = (async () => {
-      const analysis = this.analyze(inputShapes, keep, inputValues);
+      const analysis = this.analyze(inputShapes, keep);
       const plan = await compilePlan(this.ctx, analysis, this.weights, keep);
       return { plan, analysis };
     })();
-    if (inputValues) return p;
     this.plans.set(key, p);
     p.catch(() => this.plans.delete(key));
     while (this.plans.size > PLAN_CACHE_SIZE) {
@@ -136,10 +159,22 @@ export class Model {
   }
 
   /** Images per pass such that no tensor exceeds a storage binding. */
-  chunkSize(shape: readonly number[], keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): number {
-    const one = new Map([[this.inputName, [1, ...shape.slice(1)]]]);
-    const perImage = largestActivationBytes(this.analyze(one, keep, inputValues));
+  chunkSize(shape: readonly number[], keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>, name = this.inputName): number {
+    const key = `${name}:${shape}|${[...keep].sort().join(',')}`;
+    const known = inputValues ? undefined : this.chunks.get(key);
+    if (known !== undefined) return known;
+    const chunk = this.computeChunk(shape, keep, inputValues, name);
+    if (!inputValues) this.chunks.set(key, chunk);
+    return chunk;
+  }
+
+  private computeChunk(shape: readonly number[], keep: ReadonlySet<string>, inputValues: ReadonlyMap<string, HostTensor> | undefined, name: string): number {
     const limit = this.ctx.activationBindingLimit;
+    // Split only when the whole batch does not fit: graphs with fixed shapes (a constant
+    // Reshape target, a full-size Gemm C) have no valid analysis at batch 1.
+    if (largestActivationBytes(this.analyze(new Map([[name, [...shape]]]), keep, inputValues)) <= limit) return shape[0];
+    const one = new Map([[name, [1, ...shape.slice(1)]]]);
+    const perImage = largestActivationBytes(this.analyze(one, keep, inputValues));
     if (perImage > limit) throw new LimitError(`${this.graph.file}: one image needs a ${perImage}-byte tensor, over the storage binding limit ${limit}`);
     return Math.max(1, Math.min(shape[0], Math.floor(limit / perImage)));
   }
@@ -155,22 +190,27 @@ export class Model {
       return this.runMulti(feeds, options);
     }
     const [[name, x]] = [...feeds];
+    // Scalars and empty batches have no images to split into passes.
+    if (x.shape.length === 0 || x.shape[0] === 0) return this.runMulti(feeds, options);
     x.assertAlive();
     this.validateInput(name, x.shape);
     const batch = x.shape[0];
     if (!Number.isInteger(batch) || batch < 1) throw new ShapeError(`input '${name}'`, `batch must be >= 1, got ${formatShape(x.shape)}`);
     const taps = this.resolveTaps(options.taps ?? [], new Map([[name, [1, ...x.shape.slice(1)]]]));
     const keep = new Set(taps.map((t) => t.tensor));
-    const chunk = this.chunkSize(x.shape, keep, options.inputValues);
+    const chunk = this.chunkSize(x.shape, keep, options.inputValues, name);
     const rec = new Recorder(this.ctx, { profile: options.profile, label: 'forward' });
     const perImageIn = sizeOf(x.shape.slice(1)) * 4;
     let results: Map<string, Tensor> | null = null;
     let flops = 0;
     const created: Tensor[] = [];
+    const transient: CachedPlan[] = [];
     try {
       for (let b0 = 0; b0 < batch; b0 += chunk) {
         const nb = Math.min(chunk, batch - b0);
-        const { plan, analysis } = await this.plan(new Map([[name, [nb, ...x.shape.slice(1)]]]), keep, options.inputValues);
+        const cached = await this.plan(new Map([[name, [nb, ...x.shape.slice(1)]]]), keep, options.inputValues);
+        if (options.inputValues) transient.push(cached);
+        const { plan, analysis } = cached;
         if (!results) {
           results = new Map();
           for (const [r, slot] of plan.results) {
@@ -195,9 +235,11 @@ export class Model {
       }
     } catch (e) {
       for (const t of created) t.dispose();
+      transient.forEach(releaseTransient);
       throw e;
     }
     const timings = rec.submit();
+    transient.forEach(releaseTransient);
     return this.package(results!, taps, timings, chunk, flops);
   }
 
@@ -210,21 +252,30 @@ export class Model {
     }
     const taps = this.resolveTaps(options.taps ?? [], shapes);
     const keep = new Set(taps.map((t) => t.tensor));
-    const { plan } = await this.plan(shapes, keep, options.inputValues);
+    const cached = await this.plan(shapes, keep, options.inputValues);
+    const { plan } = cached;
     const rec = new Recorder(this.ctx, { profile: options.profile, label: 'forward' });
-    for (const [n, slot] of plan.inputs) {
-      const t = feeds.get(n);
-      if (!t) throw new InputError(`${this.graph.file}: missing value for graph input '${n}'`);
-      rec.copy(t.buffer, t.byteOffset, slot.buffer, 0, slot.bytes);
-    }
-    plan.encode(rec);
     const results = new Map<string, Tensor>();
-    for (const [r, slot] of plan.results) {
-      const t = Tensor.empty(this.ctx, slot.shape, r);
-      rec.copy(slot.buffer, 0, t.buffer, 0, slot.bytes);
-      results.set(r, t);
+    try {
+      for (const [n, slot] of plan.inputs) {
+        const t = feeds.get(n);
+        if (!t) throw new InputError(`${this.graph.file}: missing value for graph input '${n}'`);
+        rec.copy(t.buffer, t.byteOffset, slot.buffer, 0, slot.bytes);
+      }
+      plan.encode(rec);
+      for (const [r, slot] of plan.results) {
+        const t = Tensor.empty(this.ctx, slot.shape, r);
+        rec.copy(slot.buffer, 0, t.buffer, 0, slot.bytes);
+        results.set(r, t);
+      }
+    } catch (e) {
+      for (const t of results.values()) t.dispose();
+      if (options.inputValues) releaseTransient(cached);
+      throw e;
     }
-    return this.package(results, taps, rec.submit(), shapes.values().next().value?.[0] ?? 1, plan.flops);
+    const timings = rec.submit();
+    if (options.inputValues) releaseTransient(cached);
+    return this.package(results, taps, timings, shapes.values().next().value?.[0] ?? 1, plan.flops);
   }
 
   private package(results: Map<string, Tensor>, taps: ResolvedTap[], timings: Promise<OpTiming[]> | null, chunk: number, flops: number): RunResult {

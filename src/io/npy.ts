@@ -38,7 +38,9 @@ export function parseNpy(bytes: Uint8Array, file = '<npy>'): NpyArray {
   if (body.length < count * r[0]) throw new InputError(`${file}: truncated data (${body.length} bytes for ${count} elements of ${descr})`);
   const data = new Float32Array(count);
   if (descr === '<f4') {
-    data.set(new Float32Array(body.slice(0, count * 4).buffer));
+    const aligned = new Uint8Array(count * 4);
+    aligned.set(body.subarray(0, count * 4));
+    data.set(new Float32Array(aligned.buffer));
   } else {
     const v = new DataView(body.buffer, body.byteOffset, body.byteLength);
     for (let i = 0; i < count; i++) data[i] = r[1](v, i * r[0]);

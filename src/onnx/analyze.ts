@@ -4,7 +4,7 @@ import { binaryOutputShape } from '../ops/elementwise.js';
 import { gemmOutputShape, matmulOutputShape } from '../ops/gemm.js';
 import { concatOutputShape, padOutputShape } from '../ops/layout.js';
 import { globalPoolOutputShape, type Pool2dAttrs, poolOutputShape } from '../ops/pool.js';
-import { OnnxFormatError, ShapeError, UnsupportedOpError } from '../runtime/errors.js';
+import { InputError, OnnxFormatError, ShapeError, UnsupportedOpError } from '../runtime/errors.js';
 import { formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
@@ -12,6 +12,7 @@ import { CPU_ONLY_OPS, FOLDABLE_OPS, foldNode, reshapeShape } from './cpu-eval.j
 import { type HostTensor, hostTensor, isFloatType, toNumbers } from './host-tensor.js';
 import { attrInts, attrNumber, attrString, type IrGraph, type IrNode, resolveAlias } from './ir.js';
 import type { PlanOp } from './plan-ops.js';
+import { dtypeOf } from './proto.js';
 
 /** Everything known about a tensor at plan time. */
 interface Value {
@@ -112,6 +113,9 @@ function clipActivation(n: IrNode, env: NodeEnv): Activation {
 }
 
 const BINARY: Record<string, BinaryOpKind> = { Add: 'add', Sub: 'sub', Mul: 'mul', Div: 'div' };
+
+/** For ops that read some inputs on the CPU: the index of the first such input. */
+const CPU_PARAMS: Record<string, number> = { Reshape: 1, Pad: 1, Squeeze: 1, Unsqueeze: 1, Dropout: 1, Clip: 1, BatchNormalization: 1 };
 
 const LOWERINGS: Record<string, Lowering> = {
   Conv: (n, env) => {
@@ -316,10 +320,19 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
   const values = new Map<string, Value>();
   const constants = new Map<string, HostTensor>();
   for (const [name, t] of g.initializers) values.set(name, { shape: t.dims, constant: t });
+  const graphInputs = new Map(g.inputs.map((i) => [i.name, i]));
+  const bound = (name: string): HostTensor | null => (graphInputs.has(name) ? options.inputValues?.get(name) ?? null : null);
   for (const inp of g.inputs) {
-    const shape = inputShapes.get(inp.name);
-    if (!shape) throw new ShapeError(g.file, `no shape given for graph input '${inp.name}'`);
-    values.set(inp.name, { shape, constant: null });
+    if (inp.elemType !== 0) dtypeOf(inp.elemType, `graph input '${inp.name}'`, g.file); // rejects strings
+    // A graph input given only in inputValues (no tensor) exists at plan time only.
+    const shape = inputShapes.get(inp.name) ?? bound(inp.name)?.dims;
+    if (!shape) {
+      const reader = g.nodes.find((n) => n.inputs.includes(inp.name));
+      // elemType 0: sequence, map or optional values, which the importer keeps without a tensor type.
+      if (inp.elemType === 0 && reader) unsupported(reader, `input '${inp.name}' is not a tensor (sequence, map and optional values are not supported)`);
+      throw new ShapeError(g.file, `no shape given for graph input '${inp.name}'`);
+    }
+    values.set(inp.name, { shape: [...shape], constant: null });
   }
   const lookup = (name: string, n: IrNode): Value => {
     const v = values.get(resolveAlias(g, name));
@@ -336,8 +349,8 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
       constant: (name, what) => {
         const v = lookup(name, n);
         if (v.constant) return v.constant;
-        const bound = options.inputValues?.get(resolveAlias(g, name));
-        if (bound) return bound;
+        const b = bound(resolveAlias(g, name));
+        if (b) return b;
         return unsupported(n, `${what} ('${name}') must be known when the model is loaded (an initializer or constant), but it is computed at run time`);
       },
     };
@@ -350,8 +363,10 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
       continue;
     }
     if (FOLDABLE_OPS.has(n.opType) && (allConst || CPU_ONLY_OPS.has(n.opType))) {
-      if (!allConst) unsupported(n, 'this op runs only on values known at load time (shape arithmetic), but an input is computed on the GPU');
-      const folded = foldNode(n, inputsConst, g.opset);
+      // CPU-only ops may also read graph inputs whose values are bound: the result is then known at plan time too.
+      const known = n.inputs.map((i, k) => inputsConst[k] ?? (i ? bound(resolveAlias(g, i)) : null));
+      if (n.inputs.some((i, k) => i && !known[k])) unsupported(n, 'this op runs only on values known at load time (shape arithmetic), but an input is computed on the GPU');
+      const folded = foldNode(n, known, g.opset);
       n.outputs.forEach((o, k) => {
         if (o && folded[k]) values.set(o, { shape: folded[k].dims, constant: folded[k] });
       });
@@ -360,9 +375,14 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
     const lower = LOWERINGS[n.opType];
     if (!lower) unsupported(n, 'no kernel for this op');
     for (const [k, i] of n.inputs.entries()) {
+      // Inputs from CPU_PARAMS on are read at plan time (shapes, axes, pads), so any type will do.
+      if (!i || k >= (CPU_PARAMS[n.opType] ?? Infinity)) continue;
       const c = inputsConst[k];
-      if (i && c && !isFloatType(c.dtype) && (n.opType !== 'Reshape' || k === 0) && !['Pad', 'Squeeze', 'Unsqueeze', 'Dropout'].includes(n.opType)) {
-        unsupported(n, `input '${i}' has type ${c.dtype}; GPU ops take float tensors`);
+      const inp = graphInputs.get(resolveAlias(g, i));
+      const dtype = c ? c.dtype : inp && inp.elemType !== 0 ? dtypeOf(inp.elemType, `graph input '${inp.name}'`, g.file) : 'float32';
+      if (!isFloatType(dtype)) unsupported(n, `input '${i}' has type ${dtype}; GPU ops take float tensors`);
+      if (inp && !c && !inputShapes.has(inp.name)) {
+        throw new InputError(`${where(n)} reads graph input '${inp.name}' on the GPU, but it was given only in inputValues; pass it as a tensor`);
       }
     }
     const r = lower(n, env) as ReturnType<Lowering> & { constants?: Map<string, HostTensor> };
@@ -384,5 +404,5 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
     const v = values.get(o);
     if (v?.constant && !constants.has(o)) constants.set(o, v.constant);
   }
-  return { ops, shapes, constants, inputs: g.inputs.map((i) => i.name), outputs };
+  return { ops, shapes, constants, inputs: g.inputs.filter((i) => inputShapes.has(i.name)).map((i) => i.name), outputs };
 }

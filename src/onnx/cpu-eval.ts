@@ -87,6 +87,30 @@ export function sliceParams(dims: number[], starts: number[], ends: number[], ax
   return { begin, stride, size };
 }
 
+/** x rounded to the nearest value of a float type (ties to even; bfloat16 truncates, as ONNX's reference Cast does). */
+function roundToFloat(to: DType, x: number): number {
+  if (to === 'float64' || !Number.isFinite(x)) return x;
+  if (to === 'float32') return Math.fround(x);
+  if (to === 'bfloat16') {
+    const f = new Float32Array([x]);
+    const bits = new Uint32Array(f.buffer);
+    bits[0] &= 0xffff0000;
+    return f[0];
+  }
+  // float16: 10 fraction bits, subnormal below 2^-14, overflow to infinity past 65504.
+  const a = Math.abs(x);
+  if (a === 0) return x;
+  let e = Math.max(Math.floor(Math.log2(a)), -14);
+  if (2 ** e > a && e > -14) e--;
+  if (2 ** (e + 1) <= a) e++;
+  const ulp = 2 ** (e - 10);
+  let m = Math.floor(a / ulp);
+  const rest = a / ulp - m;
+  if (rest > 0.5 || (rest === 0.5 && m % 2 === 1)) m++;
+  const r = m * ulp;
+  return Math.sign(x) * (r > 65504 ? Infinity : r);
+}
+
 const FOLDS: Record<string, CpuFold> = {
   Constant: (n) => {
     const v = n.attrs.get('value');
@@ -170,7 +194,7 @@ const FOLDS: Record<string, CpuFold> = {
   Cast: (n, [x]) => {
     const t = need(n, x, 0);
     const to = dtypeOf(attrNumber(n, 'to', 1), `node '${n.name}' (Cast)`, '');
-    const v = toNumbers(t).map((q) => (isFloatType(to) ? q : to === 'bool' ? (q !== 0 ? 1 : 0) : Math.trunc(q)));
+    const v = toNumbers(t).map((q) => (isFloatType(to) ? roundToFloat(to, q) : to === 'bool' ? (q !== 0 ? 1 : 0) : Math.trunc(q)));
     return [hostTensor(to, [...t.dims], v)];
   },
   Slice: (n, [x, s, e, a, st], opset) => {

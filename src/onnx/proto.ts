@@ -39,14 +39,22 @@ export function halfToFloat(h: number): number {
   return s * 2 ** (e - 15) * (1 + f / 1024);
 }
 
+/** A fresh, aligned copy of the first `n` bytes (works for Node Buffers and plain views alike). */
+export function copyBytes(bytes: Uint8Array, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  out.set(bytes.subarray(0, n));
+  return out;
+}
+
 function decodeRaw(dtype: DType, bytes: Uint8Array, count: number): Float32Array | Float64Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const floats = dtype === 'float32' || dtype === 'float64' || dtype === 'float16' || dtype === 'bfloat16';
   const out = floats ? new Float32Array(count) : new Float64Array(count);
   switch (dtype) {
     case 'float32':
-      // Copy first: raw_data usually sits at an unaligned offset inside the file's buffer.
-      out.set(new Float32Array(bytes.slice(0, count * 4).buffer));
+      // Copy first: raw_data usually sits at an unaligned offset inside the file's buffer
+      // (and a Node Buffer's slice() is a view, not a copy).
+      out.set(new Float32Array(copyBytes(bytes, count * 4).buffer));
       break;
     case 'float64': for (let i = 0; i < count; i++) out[i] = view.getFloat64(i * 8, true); break;
     case 'float16': for (let i = 0; i < count; i++) out[i] = halfToFloat(view.getUint16(i * 2, true)); break;

@@ -111,43 +111,50 @@ export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: Bo
   const sa = batchStrides(a2.slice(0, -2), M * K, fullBatch);
   const sb = batchStrides(b2.slice(0, -2), K * N, fullBatch);
   const sc = stridesOf(fullBatch).map((x) => x * M * N);
-  // Two batch levels: the last batch axis, and everything before it when that collapses.
-  let B1 = 1;
-  let B2 = 1;
-  let s1 = [0, 0, 0];
-  let s2 = [0, 0, 0];
-  const r = fullBatch.length;
-  if (r >= 1) {
-    B2 = fullBatch[r - 1];
-    s2 = [sa[r - 1], sb[r - 1], sc[r - 1]];
-  }
-  if (r >= 2) {
-    B1 = sizeOf(fullBatch.slice(0, r - 1));
-    const lead = (s: number[]) => {
-      // Leading axes collapse when the operand is broadcast over all of them or contiguous over them.
-      const axes = s.slice(0, r - 1);
-      if (axes.every((x) => x === 0)) return 0;
-      for (let i = 0; i < r - 2; i++) if (axes[i] !== axes[i + 1] * fullBatch[i + 1]) return -1;
-      return axes[r - 2];
-    };
-    const l = [lead(sa), lead(sb), lead(sc)];
-    if (l.some((x) => x < 0)) throw new ShapeError(env.label, `MatMul broadcast of ${formatShape(a.shape)} with ${formatShape(b.shape)} is not supported (mixed broadcast over leading batch axes)`);
-    s1 = l;
-  }
+  // Size-1 axes index nothing, and adjacent axes whose strides stay affine in all three
+  // operands are one axis: what remains is usually one or two batch axes.
+  const axes: { d: number; s: number[] }[] = [];
+  fullBatch.forEach((d, i) => {
+    if (d === 1) return;
+    const s = [sa[i], sb[i], sc[i]];
+    const last = axes[axes.length - 1];
+    if (last && last.s.every((x, k) => x === s[k] * d)) {
+      last.d *= d;
+      last.s = s;
+    } else {
+      axes.push({ d, s });
+    }
+  });
+  // The kernel walks two batch levels; axes before those get one launch per index.
+  const [inner2, inner1] = [axes.pop() ?? { d: 1, s: [0, 0, 0] }, axes.pop() ?? { d: 1, s: [0, 0, 0] }];
+  const B1 = inner1.d;
+  const B2 = inner2.d;
   const tiling = DEFAULT_TILING;
   if (B1 * B2 > 65535) throw new ShapeError(env.label, `MatMul batch ${B1 * B2} exceeds 65535`);
-  return [{
-    kernel: gemmKernel({ source: 'strided', activation: act.kind, bias: false, tiling }),
-    params: STRIDED_GEMM_PARAMS.pack({
-      M, N, K, alpha: 1, beta: 0, ...activationParams(act), B2,
-      a_off: 0, a_sb1: s1[0], a_sb2: s2[0], a_sm: K, a_sk: 1,
-      b_off: 0, b_sb1: s1[1], b_sb2: s2[1], b_sk: N, b_sn: 1,
-      c_off: 0, c_sb1: s1[2], c_sb2: s2[2], c_sm: N, c_sn: 1,
-      bias_off: 0, bias_sm: 0, bias_sn: 0,
-    }),
-    buffers: [a.binding, b.binding, y.binding],
-    workgroups: [cdiv(N, tiling.tileN * tiling.wgX), cdiv(M, tiling.tileM * tiling.wgY), B1 * B2],
-    label: env.label,
-    flops: 2 * M * N * K * B1 * B2,
-  }];
+  const kernel = gemmKernel({ source: 'strided', activation: act.kind, bias: false, tiling });
+  const launches: Lowered = [];
+  for (let outer = 0; outer < sizeOf(axes.map((x) => x.d)); outer++) {
+    const off = [0, 0, 0];
+    let rem = outer;
+    for (let i = axes.length - 1; i >= 0; i--) {
+      const c = rem % axes[i].d;
+      rem = Math.floor(rem / axes[i].d);
+      for (let k = 0; k < 3; k++) off[k] += c * axes[i].s[k];
+    }
+    launches.push({
+      kernel,
+      params: STRIDED_GEMM_PARAMS.pack({
+        M, N, K, alpha: 1, beta: 0, ...activationParams(act), B2,
+        a_off: off[0], a_sb1: inner1.s[0], a_sb2: inner2.s[0], a_sm: K, a_sk: 1,
+        b_off: off[1], b_sb1: inner1.s[1], b_sb2: inner2.s[1], b_sk: N, b_sn: 1,
+        c_off: off[2], c_sb1: inner1.s[2], c_sb2: inner2.s[2], c_sm: N, c_sn: 1,
+        bias_off: 0, bias_sm: 0, bias_sn: 0,
+      }),
+      buffers: [a.binding, b.binding, y.binding],
+      workgroups: [cdiv(N, tiling.tileN * tiling.wgX), cdiv(M, tiling.tileM * tiling.wgY), B1 * B2],
+      label: env.label,
+      flops: 2 * M * N * K * B1 * B2,
+    });
+  }
+  return launches;
 }

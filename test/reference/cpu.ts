@@ -106,3 +106,50 @@ export function pool2dRef(kind: 'max' | 'avg', x: Arr, xs: number[], a: PoolRefA
       }
   return { data: out, shape: [n, c, oh, ow] };
 }
+
+/** NumPy matmul: 1-D operands promoted ([K] → [1, K] for A, [K, 1] for B) and the promoted axis dropped; batch axes broadcast. */
+export function matmulRef(a: Arr, aShape: number[], b: Arr, bShape: number[]): { data: Float64Array; shape: number[] } {
+  const a2 = aShape.length === 1 ? [1, aShape[0]] : aShape;
+  const b2 = bShape.length === 1 ? [bShape[0], 1] : bShape;
+  const [M, K] = a2.slice(-2);
+  const N = b2[b2.length - 1];
+  if (b2[b2.length - 2] !== K) throw new Error(`matmulRef: inner dimensions ${K} and ${b2[b2.length - 2]} differ`);
+  const ba = a2.slice(0, -2);
+  const bb = b2.slice(0, -2);
+  const r = Math.max(ba.length, bb.length);
+  const pad = (s: number[]) => [...new Array<number>(r - s.length).fill(1), ...s];
+  const pa = pad(ba);
+  const pb = pad(bb);
+  const batch = pa.map((d, i) => {
+    if (d !== pb[i] && d !== 1 && pb[i] !== 1) throw new Error(`matmulRef: batch axes [${ba}] and [${bb}] do not broadcast`);
+    return Math.max(d, pb[i]);
+  });
+  const total = batch.reduce((p, q) => p * q, 1);
+  const out = new Float64Array(total * M * N);
+  for (let z = 0; z < total; z++) {
+    // Unravel z over the output batch, then ravel into each operand (index 0 on its broadcast axes).
+    let ia = 0;
+    let ib = 0;
+    let rem = z;
+    let sa = 1;
+    let sb = 1;
+    for (let d = r - 1; d >= 0; d--) {
+      const c = rem % batch[d];
+      rem = Math.floor(rem / batch[d]);
+      ia += (pa[d] === 1 ? 0 : c) * sa;
+      ib += (pb[d] === 1 ? 0 : c) * sb;
+      sa *= pa[d];
+      sb *= pb[d];
+    }
+    for (let i = 0; i < M; i++)
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a[(ia * M + i) * K + k] * b[(ib * K + k) * N + j];
+        out[(z * M + i) * N + j] = s;
+      }
+  }
+  const shape = [...batch, M, N];
+  if (aShape.length === 1) shape.splice(shape.length - 2, 1);
+  if (bShape.length === 1) shape.splice(shape.length - 1, 1);
+  return { data: out, shape };
+}
