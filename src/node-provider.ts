@@ -1,4 +1,4 @@
-import { type GpuProvider, setDefaultGpuProvider } from './runtime/device.js';
+import { type GpuProvider, setDefaultGpuProvider, setWaitHooks } from './runtime/device.js';
 
 /**
  * The Dawn instance must outlive every adapter and device made from it: if it is garbage
@@ -25,4 +25,28 @@ setDefaultGpuProvider(async () => {
     instance = create(flags) as unknown as GpuProvider;
   }
   return instance;
+});
+
+/**
+ * While camgpu waits for the GPU, dawn.node re-queues its event polling with setImmediate,
+ * spinning one core at 100 %; on lavapipe that halves the cores doing the actual work
+ * (measured: a matmul 1.5× slower). During those waits setImmediate becomes a 1 ms timer:
+ * at most ~1 ms of extra latency per wait, and passes are submitted whole before waiting.
+ */
+let waiting = 0;
+let originalSetImmediate: typeof setImmediate | null = null;
+setWaitHooks({
+  enter() {
+    if (waiting++ === 0) {
+      originalSetImmediate = globalThis.setImmediate;
+      const polled = ((fn: (...a: unknown[]) => void, ...args: unknown[]) => setTimeout(fn, 1, ...args)) as unknown as typeof setImmediate;
+      globalThis.setImmediate = polled;
+    }
+  },
+  exit() {
+    if (--waiting === 0 && originalSetImmediate) {
+      globalThis.setImmediate = originalSetImmediate;
+      originalSetImmediate = null;
+    }
+  },
 });

@@ -1,4 +1,5 @@
 import { lowerChannelAffine } from './ops/elementwise.js';
+import { EagerEnv } from './ops/env.js';
 import { lowerBilinear } from './ops/resample.js';
 import { bound, cdiv } from './ops/types.js';
 import type { GpuContext } from './runtime/device.js';
@@ -75,14 +76,14 @@ export function preprocessImages(ctx: GpuContext, images: readonly RgbaImage[], 
         if (scaled[0] < H || scaled[1] < W) throw new InputError(`resize-crop: shorter side ${s} is smaller than the crop ${H}x${W}`);
         offset = [Math.floor((scaled[0] - H) / 2), Math.floor((scaled[1] - W) / 2)];
       }
-      for (const d of lowerBilinear({ ctx, label: 'resize' }, bound([3, img.height, img.width], planar), bound(out.shape, out.buffer), [3, H, W], {
+      for (const d of lowerBilinear(new EagerEnv(ctx, 'resize'), bound([3, img.height, img.width], planar), bound(out.shape, out.buffer), [3, H, W], {
         alignCorners: false, scaled, offset, outOffset: i * 3 * H * W,
       })) rec.dispatch(d);
     });
     if (norm) {
       const scale = Tensor.fromData(ctx, Float32Array.from(norm.std, (s) => 1 / s), [3]);
       const shift = Tensor.fromData(ctx, Float32Array.from(norm.mean, (m, c) => -m / norm.std[c]), [3]);
-      for (const d of lowerChannelAffine({ ctx, label: 'normalize' }, bound(out.shape, out.buffer), bound([3], scale.buffer), bound([3], shift.buffer), bound(out.shape, out.buffer))) rec.dispatch(d);
+      for (const d of lowerChannelAffine(new EagerEnv(ctx, 'normalize'), bound(out.shape, out.buffer), bound([3], scale.buffer), bound([3], shift.buffer), bound(out.shape, out.buffer))) rec.dispatch(d);
       rec.submit();
       scale.dispose();
       shift.dispose();

@@ -2,10 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { type GemmAttrs, gemmOutputShape, lowerGemm, lowerMatMul, matmulOutputShape } from '../src/ops/gemm.js';
 import { lowerPool, type Pool2dAttrs, poolOutputShape } from '../src/ops/pool.js';
 import { bound, type Lowered } from '../src/ops/types.js';
-import type { GpuContext } from '../src/runtime/device.js';
+import { EagerEnv } from '../src/ops/env.js';
 import { Recorder } from '../src/runtime/recorder.js';
 import { Tensor } from '../src/runtime/tensor.js';
-import { gpu } from './helpers/gpu.js';
+import { gpu, gpuFamily, KERNEL_FAMILIES } from './helpers/gpu.js';
 import { maxAbsDiff, randInt, randomArray, relError, rng } from './helpers/random.js';
 import { gemmRef, matmulRef, pool2dRef } from './reference/cpu.js';
 
@@ -14,11 +14,13 @@ import { gemmRef, matmulRef, pool2dRef } from './reference/cpu.js';
  * lowering functions directly (no ONNX graph): every trial prints its parameters on failure.
  */
 
-async function execute(ctx: GpuContext, launches: Lowered, y: Tensor): Promise<Float32Array> {
-  const rec = new Recorder(ctx);
-  for (const d of launches) rec.dispatch(d);
+async function execute(env: EagerEnv, launches: Lowered, y: Tensor): Promise<Float32Array> {
+  const rec = new Recorder(env.ctx);
+  for (const d of env.all(launches)) rec.dispatch(d);
   rec.submit();
-  return y.read();
+  const out = await y.read();
+  env.release();
+  return out;
 }
 
 function pick<T>(rand: () => number, xs: readonly T[]): T {
@@ -51,7 +53,8 @@ describe('MaxPool / AveragePool', () => {
       expect(ys, label).toEqual(ref.shape);
       const X = Tensor.fromData(ctx, x, xs);
       const Y = Tensor.empty(ctx, ys);
-      const got = await execute(ctx, lowerPool({ ctx, label: 'pool' }, kind, bound(xs, X.buffer), bound(ys, Y.buffer), attrs), Y);
+      const poolEnv = new EagerEnv(ctx, 'pool');
+      const got = await execute(poolEnv, lowerPool(poolEnv, kind, bound(xs, X.buffer), bound(ys, Y.buffer), attrs), Y);
       expect(maxAbsDiff(got, ref.data), label).toBeLessThan(1e-6);
       X.dispose();
       Y.dispose();
@@ -59,9 +62,9 @@ describe('MaxPool / AveragePool', () => {
   });
 });
 
-describe('Gemm', () => {
+describe.each(KERNEL_FAMILIES)('Gemm (%s kernels)', (family) => {
   it('matches the reference for random transA / transB / alpha / beta and every C broadcast shape', async () => {
-    const ctx = await gpu();
+    const ctx = await gpuFamily(family);
     const rand = rng(21);
     for (let trial = 0; trial < 80; trial++) {
       const M = randInt(rand, 1, 40);
@@ -89,7 +92,7 @@ describe('Gemm', () => {
       const A = Tensor.fromData(ctx, a, as);
       const C = c && cShape ? Tensor.fromData(ctx, c, cShape) : null;
       const Y = Tensor.empty(ctx, [M, N]);
-      const env = { ctx, label: 'gemm' };
+      const env = new EagerEnv(ctx, 'gemm');
       const cb = C ? bound(cShape!, C.buffer) : null;
       const owned = [A, Y, ...(C ? [C] : [])];
       let launches: Lowered;
@@ -105,16 +108,16 @@ describe('Gemm', () => {
         owned.push(B);
         launches = lowerGemm(env, bound(as, A.buffer), bound(bs, B.buffer), cb, bound([M, N], Y.buffer), attrs);
       }
-      const got = await execute(ctx, launches, Y);
+      const got = await execute(env, launches, Y);
       expect(relError(got, ref), label).toBeLessThan(1e-5);
       for (const t of owned) t.dispose();
     }
   });
 });
 
-describe('MatMul', () => {
+describe.each(KERNEL_FAMILIES)('MatMul (%s kernels)', (family) => {
   it('matches the reference for batched, broadcast and 1-D operands', async () => {
-    const ctx = await gpu();
+    const ctx = await gpuFamily(family);
     const rand = rng(31);
     const random = () => {
       const M = randInt(rand, 1, 20);
@@ -141,7 +144,8 @@ describe('MatMul', () => {
       const A = Tensor.fromData(ctx, a, as);
       const B = Tensor.fromData(ctx, b, bs);
       const Y = Tensor.empty(ctx, ys);
-      const got = await execute(ctx, lowerMatMul({ ctx, label: 'matmul' }, bound(as, A.buffer), bound(bs, B.buffer), bound(ys, Y.buffer)), Y);
+      const mmEnv = new EagerEnv(ctx, 'matmul');
+      const got = await execute(mmEnv, lowerMatMul(mmEnv, bound(as, A.buffer), bound(bs, B.buffer), bound(ys, Y.buffer)), Y);
       expect(relError(got, ref.data), label).toBeLessThan(1e-5);
       for (const t of [A, B, Y]) t.dispose();
     }

@@ -1,3 +1,4 @@
+import { EagerEnv } from '../src/ops/env.js';
 import { lowerMatMul } from '../src/ops/gemm.js';
 import { bound } from '../src/ops/types.js';
 import { GpuContext, loadModel, type OpTiming, readTensors, Recorder, Tensor } from '../src/node.js';
@@ -85,7 +86,12 @@ export async function runBench(path: string, o: BenchOptions): Promise<ModelBenc
   const model = loadModel(ctx, path);
   const importMs = performance.now() - tImport;
   const opTypes = new Map(model.graph.nodes.map((n) => [n.name, n.opType]));
-  const opTypeOf = (label: string) => opTypes.get(label) ?? label;
+  const opTypeOf = (label: string) => {
+    // Launches of one node that has several ("node (winograd input)") are told apart by their part.
+    const part = /^(.*) \(([^()]*)\)$/.exec(label);
+    if (part && opTypes.has(part[1])) return `${opTypes.get(part[1])} (${part[2]})`;
+    return opTypes.get(label) ?? label;
+  };
   const inShape = model.defaultInputShape(1).slice(1);
   const per = inShape.reduce((a, b) => a * b, 1);
   let coldFirstResultMs = 0;
@@ -153,7 +159,8 @@ export async function runMatmulBench(n: number, o: Pick<BenchOptions, 'iters' | 
   const a = Tensor.fromData(ctx, seededInput(n * n), [n, n]);
   const b = Tensor.fromData(ctx, seededInput(n * n).reverse(), [n, n]);
   const c = Tensor.empty(ctx, [n, n]);
-  const dispatches = lowerMatMul({ ctx, label: 'matmul' }, bound([n, n], a.buffer), bound([n, n], b.buffer), bound([n, n], c.buffer));
+  const env = new EagerEnv(ctx, 'matmul');
+  const dispatches = env.all(lowerMatMul(env, bound([n, n], a.buffer), bound([n, n], b.buffer), bound([n, n], c.buffer)));
   const once = async () => {
     const rec = new Recorder(ctx);
     for (const d of dispatches) rec.dispatch(d);
@@ -173,6 +180,7 @@ export async function runMatmulBench(n: number, o: Pick<BenchOptions, 'iters' | 
   if (!o.json) console.log(`matmul core ${n}x${n}x${n}: median ${medianMs.toFixed(1)} ms, ${gflops.toFixed(2)} GFLOP/s`);
   const adapter = ctx.adapterInfo.description || ctx.adapterInfo.device;
   for (const t of [a, b, c]) t.dispose();
+  env.release();
   ctx.destroy();
   return { n, medianMs, gflops, adapter };
 }

@@ -79,6 +79,10 @@ export async function compilePlan(ctx: GpuContext, a: Analysis, weights: WeightS
     arenaBytes += cls;
     return b;
   };
+  const release = (buffer: GPUBuffer, bytes: number) => {
+    const cls = sizeClass(bytes);
+    free.set(cls, [...(free.get(cls) ?? []), buffer]);
+  };
   const roots = new Map<string, Storage>();
   for (const s of storage.values()) roots.set(s.root, s);
   for (const i of a.inputs) roots.get(i)!.buffer = take(roots.get(i)!.bytes, `input '${i}'`);
@@ -88,14 +92,8 @@ export async function compilePlan(ctx: GpuContext, a: Analysis, weights: WeightS
     if (s.def >= 0) byDef.set(s.def, [...(byDef.get(s.def) ?? []), s]);
     if (Number.isFinite(s.lastUse) && s.lastUse >= 0) byLastUse.set(s.lastUse, [...(byLastUse.get(s.lastUse) ?? []), s]);
   }
-  for (let idx = 0; idx < a.ops.length; idx++) {
-    for (const s of byDef.get(idx) ?? []) s.buffer = take(s.bytes, `node '${a.ops[idx].node.name}'`);
-    for (const s of byLastUse.get(idx) ?? []) {
-      if (s.def < 0 || !s.buffer) continue; // graph inputs keep their own buffer
-      const cls = sizeClass(s.bytes);
-      free.set(cls, [...(free.get(cls) ?? []), s.buffer]);
-    }
-  }
+  /** Buffers of constants, so derived buffers know whether they can be computed once. */
+  const constantOf = new Map<GPUBuffer, string>();
   const bind = (name: string, op: PlanOp, shape?: number[]): BoundTensor => {
     const sh = shape ?? a.shapes.get(name)!;
     const s = storage.get(name);
@@ -103,11 +101,32 @@ export async function compilePlan(ctx: GpuContext, a: Analysis, weights: WeightS
     const c = a.constants.get(name);
     if (!c) throw new Error(`internal: no storage for '${name}' at node '${op.node.name}'`);
     const w = weights.whole(name, c, `node '${op.node.name}' (${op.node.opType})`);
+    constantOf.set(w.buffer, name);
     return { shape: sh, binding: { buffer: w.buffer, offset: 0, size: w.bytes } };
   };
   const dispatches: Dispatch[] = [];
-  for (const op of a.ops) {
-    const env: LowerEnv = { ctx, label: op.node.name };
+  for (const [idx, op] of a.ops.entries()) {
+    for (const st of byDef.get(idx) ?? []) st.buffer = take(st.bytes, `node '${op.node.name}'`);
+    const transient: [GPUBuffer, number][] = [];
+    const env: LowerEnv = {
+      ctx,
+      label: op.node.name,
+      scratch: (bytes, shape) => {
+        const buffer = take(bytes, `node '${op.node.name}' (scratch)`);
+        transient.push([buffer, bytes]);
+        return { shape, binding: { buffer, offset: 0, size: Math.max(4, bytes) } };
+      },
+      derive: (key, source, bytes, shape, make) => {
+        const constName = constantOf.get(source.binding.buffer);
+        if (constName !== undefined) {
+          const buffer = weights.derived(`${constName}|${key}`, bytes, (dst) => make({ shape, binding: { buffer: dst, offset: 0, size: Math.max(4, bytes) } }));
+          return { shape, binding: { buffer, offset: 0, size: Math.max(4, bytes) } };
+        }
+        const dst = env.scratch(bytes, shape);
+        dispatches.push(...make(dst));
+        return dst;
+      },
+    };
     const y = () => bind(op.output, op);
     switch (op.kind) {
       case 'alias':
@@ -163,6 +182,10 @@ export async function compilePlan(ctx: GpuContext, a: Analysis, weights: WeightS
       case 'pad':
         dispatches.push(...lowerPad(env, bind(op.inputs[0], op), y(), op.pads, op.mode, op.value));
         break;
+    }
+    for (const [buffer, bytes] of transient) release(buffer, bytes);
+    for (const st of byLastUse.get(idx) ?? []) {
+      if (st.def >= 0 && st.buffer) release(st.buffer, st.bytes); // graph inputs keep their own buffer
     }
   }
   const slot = (name: string): PlanSlot => {

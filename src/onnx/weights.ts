@@ -1,6 +1,7 @@
 import type { GpuContext } from '../runtime/device.js';
 import { LimitError } from '../runtime/errors.js';
 import { BufferUsage } from '../runtime/gpu-constants.js';
+import { type Dispatch, Recorder } from '../runtime/recorder.js';
 import { writeFloats } from '../runtime/tensor.js';
 import { type HostTensor, toFloat32 } from './host-tensor.js';
 
@@ -22,6 +23,7 @@ export interface WeightChunk {
 export class WeightStore {
   private readonly ctx: GpuContext;
   private readonly chunks = new Map<string, WeightChunk[]>();
+  private readonly derivedBuffers = new Map<string, GPUBuffer>();
   private bytes = 0;
 
   constructor(ctx: GpuContext) {
@@ -68,8 +70,26 @@ export class WeightStore {
     return c[0];
   }
 
+  /**
+   * A buffer computed on the GPU from constants (packed or transformed weights), once:
+   * `make` returns the launches that fill it, submitted right away.
+   */
+  derived(key: string, bytes: number, make: (dst: GPUBuffer) => Dispatch[]): GPUBuffer {
+    const hit = this.derivedBuffers.get(key);
+    if (hit) return hit;
+    const buffer = this.ctx.device.createBuffer({ size: Math.max(4, Math.ceil(bytes / 4) * 4), usage: WEIGHT_USAGE, label: key });
+    const rec = new Recorder(this.ctx, { label: `derive ${key}` });
+    for (const d of make(buffer)) rec.dispatch(d);
+    rec.submit();
+    this.derivedBuffers.set(key, buffer);
+    this.bytes += bytes;
+    return buffer;
+  }
+
   dispose(): void {
     for (const list of this.chunks.values()) for (const c of list) c.buffer.destroy();
+    for (const b of this.derivedBuffers.values()) b.destroy();
+    this.derivedBuffers.clear();
     this.chunks.clear();
     this.bytes = 0;
   }

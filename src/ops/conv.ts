@@ -2,6 +2,7 @@ import { ShapeError } from '../runtime/errors.js';
 import { formatShape, type Shape } from '../runtime/shape.js';
 import { CONV_GEMM_PARAMS, DEFAULT_TILING, gemmKernel, STRIDED_GEMM_PARAMS } from '../shaders/gemm.js';
 import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
+import { chooseConvPath, lowerConvSg8, winogradScratchBytes } from './conv-sg8.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 /** 2-D convolution attributes with pads resolved (auto_pad applied): [top, left, bottom, right]. */
@@ -50,7 +51,10 @@ export function convFlops(y: Shape, w: Shape): number {
   return 2 * y[0] * y[1] * y[2] * y[3] * w[1] * w[2] * w[3];
 }
 
-/** Lowers Conv(X, W[, B]) to the matmul core: 1×1 unit-stride unpadded convs as strided GEMM, the rest as implicit GEMM. */
+/**
+ * Lowers Conv(X, W[, B]): on sg8 adapters to the path chooseConvPath picks; otherwise to the
+ * generic matmul core (1×1 unit-stride unpadded convs as strided GEMM, the rest as implicit GEMM).
+ */
 export function lowerConv(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: BoundTensor | null, y: BoundTensor, a: Conv2dAttrs): Lowered {
   const [n, c, h, wd] = x.shape;
   const [cout, cinG, kh, kw] = w.shape;
@@ -60,6 +64,13 @@ export function lowerConv(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: B
   const act = a.activation ?? NO_ACTIVATION;
   const tiling = DEFAULT_TILING;
   const flops = convFlops(y.shape, w.shape);
+  if (env.ctx.kernelFamily === 'sg8' && n * g <= 65535) {
+    let path = chooseConvPath(x.shape, w.shape, y.shape, a);
+    if ((path === 'winograd4' || path === 'winograd2') && winogradScratchBytes(path === 'winograd4' ? 4 : 2, x.shape, w.shape, y.shape) > env.ctx.limits.maxStorageBufferBindingSize) {
+      path = 'direct';
+    }
+    return lowerConvSg8(env, path, x, w, bias, y, a, flops);
+  }
   const pointwise = kh === 1 && kw === 1 && a.strides[0] === 1 && a.strides[1] === 1 && a.pads.every((p) => p === 0);
   if (pointwise) {
     // out[n, g*coutG + m, p] = Σ_k W[g*coutG + m, k] · X[n, g*cinG + k, p]: batch over (n, g).

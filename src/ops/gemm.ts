@@ -2,6 +2,7 @@ import { ShapeError } from '../runtime/errors.js';
 import { broadcastShapes, formatShape, type Shape, sizeOf, stridesOf } from '../runtime/shape.js';
 import { DEFAULT_TILING, gemmKernel, STRIDED_GEMM_PARAMS } from '../shaders/gemm.js';
 import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
+import { lowerSg8Product } from './gemm-sg8.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 export interface GemmAttrs {
@@ -51,6 +52,13 @@ export function lowerGemm(env: LowerEnv, a: BoundTensor, b: BoundTensor, c: Boun
     biasSn = cn === 1 ? 0 : 1;
   }
   const act = attrs.activation ?? NO_ACTIVATION;
+  if (env.ctx.kernelFamily === 'sg8' && !attrs.transA) {
+    return lowerSg8Product({
+      M, N: nCount, K, batch: 1, bLayout: attrs.transB ? 'nk' : 'kn', a, b, c: y, bias: c,
+      aOff: 0, bOff: 0, cOff: n0, ldc: N, sa: 0, sb: 0, sc: 0,
+      biasOff: n0 * biasSn, biasSm, biasSn, alpha: attrs.alpha, beta: c ? attrs.beta : 0, activation: act, label: env.label,
+    });
+  }
   return [{
     kernel: gemmKernel({ source: 'strided', activation: act.kind, bias: c !== null, tiling }),
     params: STRIDED_GEMM_PARAMS.pack({
@@ -133,6 +141,25 @@ export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: Bo
   if (B1 * B2 > 65535) throw new ShapeError(env.label, `MatMul batch ${B1 * B2} exceeds 65535`);
   const kernel = gemmKernel({ source: 'strided', activation: act.kind, bias: false, tiling });
   const launches: Lowered = [];
+  if (env.ctx.kernelFamily === 'sg8') {
+    // One batch level per launch: the outer axes and the second level become launches.
+    const outer = [...axes, inner1];
+    for (let o = 0; o < sizeOf(outer.map((x) => x.d)); o++) {
+      const off = [0, 0, 0];
+      let rem = o;
+      for (let i = outer.length - 1; i >= 0; i--) {
+        const c = rem % outer[i].d;
+        rem = Math.floor(rem / outer[i].d);
+        for (let k = 0; k < 3; k++) off[k] += c * outer[i].s[k];
+      }
+      launches.push(...lowerSg8Product({
+        M, N, K, batch: B2, bLayout: 'kn', a, b, c: y, bias: null,
+        aOff: off[0], bOff: off[1], cOff: off[2], ldc: N, sa: inner2.s[0], sb: inner2.s[1], sc: inner2.s[2],
+        biasOff: 0, biasSm: 0, biasSn: 0, alpha: 1, beta: 0, activation: act, label: env.label,
+      }));
+    }
+    return launches;
+  }
   for (let outer = 0; outer < sizeOf(axes.map((x) => x.d)); outer++) {
     const off = [0, 0, 0];
     let rem = outer;

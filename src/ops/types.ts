@@ -8,11 +8,19 @@ export interface BoundTensor {
   binding: GPUBufferBinding;
 }
 
-/** Everything a lowering may consult: device limits and the adapter kind for kernel choice. */
+/** Everything a lowering may consult or ask for: the device (limits, kernel family) and buffers. */
 export interface LowerEnv {
   ctx: GpuContext;
   /** Label of the launches (the ONNX node name or the op). */
   label: string;
+  /** A buffer the op's launches may use as they like; it is free again after the op. */
+  scratch(bytes: number, shape: number[]): BoundTensor;
+  /**
+   * A buffer computed from `source` by the launches `make` returns (packed or transformed
+   * weights). Derived from a constant, it is computed once and cached under `key`;
+   * derived from a run-time tensor, it is recomputed in every pass before the op.
+   */
+  derive(key: string, source: BoundTensor, bytes: number, shape: number[], make: (dst: BoundTensor) => Dispatch[]): BoundTensor;
 }
 
 export type Lowered = Dispatch[];

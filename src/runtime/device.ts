@@ -9,6 +9,23 @@ export interface GpuProvider {
 
 let defaultProvider: (() => Promise<GpuProvider>) | null = null;
 
+/** Called around every wait for the GPU (see setWaitHooks). */
+export interface WaitHooks {
+  enter(): void;
+  exit(): void;
+}
+
+let waitHooks: WaitHooks | null = null;
+
+/**
+ * Lets a platform adjust how the event loop behaves while camgpu waits for the GPU: Dawn
+ * for Node polls pending promises with a setImmediate loop that keeps one CPU core busy,
+ * which on a CPU adapter takes that core away from the GPU work being waited for.
+ */
+export function setWaitHooks(hooks: WaitHooks | null): void {
+  waitHooks = hooks;
+}
+
 /** The Node entry point registers dawn.node here; browsers fall back to navigator.gpu. */
 export function setDefaultGpuProvider(factory: () => Promise<GpuProvider>): void {
   defaultProvider = factory;
@@ -23,11 +40,20 @@ export interface AdapterDescription {
   isSoftware: boolean;
 }
 
+/**
+ * 'sg8': subgroup-broadcast kernels for 8-lane subgroups where every buffer load is a
+ * per-lane loop (lavapipe; see src/shaders/sg8.ts). 'generic': register-tiled kernels that
+ * need no optional feature.
+ */
+export type KernelFamily = 'sg8' | 'generic';
+
 export interface GpuContextOptions {
   provider?: GpuProvider;
   powerPreference?: GPUPowerPreference;
   /** Ask for timestamp queries when the adapter offers them (default true). */
   timestamps?: boolean;
+  /** Kernel family: 'auto' picks the one measured fastest for the adapter. */
+  kernels?: 'auto' | KernelFamily;
   /**
    * Cap, below the device's storage binding limit, on the bytes of one activation tensor:
    * batches are split into passes that respect it, which bounds memory per pass.
@@ -67,12 +93,14 @@ export class GpuContext {
   readonly pipelines: PipelineCache;
   /** Largest activation tensor one pass may bind: the device limit, or a smaller cap. */
   readonly activationBindingLimit: number;
+  readonly kernelFamily: KernelFamily;
   private lostError: DeviceLostError | null = null;
   private firstError: GpuError | null = null;
   private readonly lostPromise: Promise<never>;
 
-  private constructor(adapter: GPUAdapter, device: GPUDevice, info: AdapterDescription, hasTimestamps: boolean, activationBindingLimit?: number) {
+  private constructor(adapter: GPUAdapter, device: GPUDevice, info: AdapterDescription, hasTimestamps: boolean, kernelFamily: KernelFamily, activationBindingLimit?: number) {
     this.adapter = adapter;
+    this.kernelFamily = kernelFamily;
     this.activationBindingLimit = Math.min(device.limits.maxStorageBufferBindingSize, activationBindingLimit ?? Infinity);
     this.device = device;
     this.limits = device.limits;
@@ -109,18 +137,21 @@ export class GpuContext {
       if (typeof v === 'number') requiredLimits[name] = v;
     }
     const wantTimestamps = options.timestamps !== false && adapter.features.has('timestamp-query');
-    const requiredFeatures: GPUFeatureName[] = wantTimestamps ? ['timestamp-query'] : [];
-    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
     const raw = adapter.info;
     const text = `${raw.vendor} ${raw.architecture} ${raw.device} ${raw.description}`.toLowerCase();
-    const info: AdapterDescription = {
-      vendor: raw.vendor,
-      architecture: raw.architecture,
-      device: raw.device,
-      description: raw.description,
-      isSoftware: /llvmpipe|lavapipe|swiftshader|software|warp|microsoft basic/.test(text),
-    };
-    return new GpuContext(adapter, device, info, wantTimestamps, options.activationBindingLimit);
+    const isSoftware = /llvmpipe|lavapipe|swiftshader|software|warp|microsoft basic/.test(text);
+    const sizes = raw as unknown as { subgroupMinSize?: number; subgroupMaxSize?: number };
+    const sg8Capable = adapter.features.has('subgroups') && sizes.subgroupMinSize === 8 && sizes.subgroupMaxSize === 8;
+    const wanted = options.kernels ?? 'auto';
+    if (wanted === 'sg8' && !sg8Capable) throw new NoAdapterError(`kernels 'sg8' need 8-lane subgroups; adapter '${raw.description || raw.device}' has none`);
+    // sg8 is measured on lavapipe only; other adapters get kernels that assume nothing.
+    const kernelFamily: KernelFamily = wanted === 'auto' ? (sg8Capable && /llvmpipe|lavapipe/.test(text) ? 'sg8' : 'generic') : wanted;
+    const requiredFeatures: GPUFeatureName[] = [];
+    if (wantTimestamps) requiredFeatures.push('timestamp-query');
+    if (kernelFamily === 'sg8') requiredFeatures.push('subgroups' as GPUFeatureName);
+    const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+    const info: AdapterDescription = { vendor: raw.vendor, architecture: raw.architecture, device: raw.device, description: raw.description, isSoftware };
+    return new GpuContext(adapter, device, info, wantTimestamps, kernelFamily, options.activationBindingLimit);
   }
 
   get isLost(): boolean {
@@ -140,9 +171,14 @@ export class GpuContext {
   /** Waits for `promise`, but fails fast with DeviceLostError when the device goes away first. */
   async guard<T>(promise: Promise<T>): Promise<T> {
     if (this.lostError) throw this.lostError;
-    const result = await Promise.race([promise, this.lostPromise]);
-    this.throwIfFailed();
-    return result;
+    waitHooks?.enter();
+    try {
+      const result = await Promise.race([promise, this.lostPromise]);
+      this.throwIfFailed();
+      return result;
+    } finally {
+      waitHooks?.exit();
+    }
   }
 
   /** Completes when all submitted work has finished. */

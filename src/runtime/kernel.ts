@@ -54,11 +54,14 @@ export interface KernelDef {
   storage: readonly StorageBinding[];
   /** WGSL after the generated declarations; must define `@compute fn main`. */
   body: string;
+  /** Directives such as `enable subgroups;`, which WGSL wants before any declaration. */
+  directives?: string;
 }
 
 /** Binding 0 is the uniform `params` (when there is one); storage buffers follow from 1. */
 export function kernelWgsl(def: KernelDef): string {
   const parts: string[] = [];
+  if (def.directives) parts.push(`${def.directives}\n`);
   if (def.params) {
     parts.push(def.params.wgsl());
     parts.push('@group(0) @binding(0) var<uniform> params: Params;\n');
