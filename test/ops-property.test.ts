@@ -66,12 +66,15 @@ describe.each(KERNEL_FAMILIES)('Gemm (%s kernels)', (family) => {
   it('matches the reference for random transA / transB / alpha / beta and every C broadcast shape', async () => {
     const ctx = await gpuFamily(family);
     const rand = rng(21);
-    for (let trial = 0; trial < 80; trial++) {
-      const M = randInt(rand, 1, 40);
-      const N = randInt(rand, 1, 40);
-      const K = randInt(rand, 1, 40);
-      const transA = rand() < 0.5;
-      const transB = rand() < 0.5;
+    // Linear layers at small batch (the GEMV kernel: one row, several, a K tail after blocks of 32) and just past it.
+    const linear = [[1, 70, 64], [1, 5, 36], [3, 33, 100], [16, 9, 36], [17, 40, 32]];
+    for (let trial = 0; trial < 80 + linear.length; trial++) {
+      const fixed = trial >= 80 ? linear[trial - 80] : null;
+      const M = fixed ? fixed[0] : randInt(rand, 1, 40);
+      const N = fixed ? fixed[1] : randInt(rand, 1, 40);
+      const K = fixed ? fixed[2] : randInt(rand, 1, 40);
+      const transA = fixed ? false : rand() < 0.5;
+      const transB = fixed ? true : rand() < 0.5;
       const attrs: GemmAttrs = {
         transA, transB,
         alpha: pick(rand, [1, 1, -0.5, 2.25]),

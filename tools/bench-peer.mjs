@@ -157,7 +157,7 @@ export function compareLogits(a, b, classes) {
 // Child: the ORT session, inside its own process
 
 /** Dawn's globals + navigator.gpu for ORT, and the SharedArrayBuffer workaround for writeBuffer. */
-async function setupWebGpu() {
+export async function setupWebGpu() {
   if (!process.env.XDG_RUNTIME_DIR) {
     const { mkdirSync } = await import('node:fs');
     const dir = `${tmpdir()}/camgpu-xdg-${process.getuid?.() ?? 'user'}`;
@@ -221,7 +221,7 @@ async function setupWebGpu() {
 
 const wasmWorkers = { count: 0 };
 
-async function importOrt(threads) {
+export async function importOrt(threads) {
   if (threads > 1) {
     // With threads the bundle cannot use its embedded wasm glue: it imports
     // ort-wasm-simd-threaded.asyncify.mjs (emscripten, Node-aware: pthreads on worker_threads),
@@ -350,9 +350,9 @@ async function childTime(o) {
       dispatches = r.dispatches;
       if (!Number.isFinite(r.sample)) throw new Error('non-finite output');
     }
-    times.sort((p, q) => p - q);
-    const medianMs = quantile(times, 0.5);
-    batches.push({ batch: b, firstRunMs, firstRunDispatches: first.dispatches, medianMs, p10Ms: quantile(times, 0.1), p90Ms: quantile(times, 0.9), imagesPerSec: (b * 1000) / medianMs, dispatchesPerRun: dispatches, timesMs: times });
+    const sorted = [...times].sort((p, q) => p - q);
+    const medianMs = quantile(sorted, 0.5);
+    batches.push({ batch: b, firstRunMs, firstRunDispatches: first.dispatches, medianMs, p10Ms: quantile(sorted, 0.1), p90Ms: quantile(sorted, 0.9), imagesPerSec: (b * 1000) / medianMs, dispatchesPerRun: dispatches, timesMs: times });
   }
   await session.release();
   clearInterval(keepAlive);

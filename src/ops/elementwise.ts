@@ -1,8 +1,9 @@
 import { ShapeError } from '../runtime/errors.js';
 import { grid1d } from '../runtime/kernel.js';
-import { broadcastShapes, formatShape, type Shape, sizeOf, stridesOf } from '../runtime/shape.js';
+import { broadcastShapes, formatShape, type Shape, shapeEquals, sizeOf, stridesOf } from '../runtime/shape.js';
 import {
-  BINARY_PARAMS, type BinaryOpKind, binaryKernel, CHANNEL_AFFINE_PARAMS, channelAffineKernel, EW_WG, MAX_BCAST_RANK, UNARY_PARAMS, unaryKernel,
+  BINARY_PARAMS, type BinaryOpKind, binaryKernel, CHANNEL_AFFINE_PARAMS, channelAffineKernel, EW_WG, MAX_BCAST_RANK,
+  SAME_SHAPE_PARAMS, sameShapeBinaryKernel, UNARY_PARAMS, unaryKernel,
 } from '../shaders/elementwise.js';
 import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
@@ -49,6 +50,17 @@ export function collapseBroadcast(out: Shape, sa: number[], sb: number[]): { dim
 
 export function lowerBinary(env: LowerEnv, op: BinaryOpKind, a: BoundTensor, b: BoundTensor, y: BoundTensor, act: Activation = NO_ACTIVATION): Lowered {
   const out = y.shape;
+  const n = sizeOf(out);
+  if (n % 4 === 0 && n > 0 && shapeEquals(a.shape, out) && shapeEquals(b.shape, out)) {
+    return [{
+      kernel: sameShapeBinaryKernel(op, act.kind),
+      params: SAME_SHAPE_PARAMS.pack({ n4: n / 4, ...activationParams(act) }),
+      buffers: [a.binding, b.binding, y.binding],
+      workgroups: grid1d(cdiv(n / 4, EW_WG)),
+      label: env.label,
+      flops: n,
+    }];
+  }
   const c = collapseBroadcast(out, broadcastStrides(a.shape, out), broadcastStrides(b.shape, out));
   if (c.dims.length > MAX_BCAST_RANK) {
     throw new ShapeError(env.label, `broadcast of ${formatShape(a.shape)} with ${formatShape(b.shape)} needs rank ${c.dims.length} > ${MAX_BCAST_RANK}`);

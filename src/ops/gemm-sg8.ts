@@ -1,4 +1,4 @@
-import { GEMV_PARAMS, GEMV_ROWS, gemvKernel, SG, SG_MATMUL_PARAMS, SG_ROWS, SG_WG, sgMatmulKernel, subgroupColumns } from '../shaders/sg8.js';
+import { GEMV_PARAMS, gemvKernel, gemvRows, SG, SG_MATMUL_PARAMS, SG_ROWS, SG_WG, sgMatmulKernel, subgroupColumns } from '../shaders/sg8.js';
 import { type Activation, activationParams } from './activation.js';
 import { type BoundTensor, cdiv, type Lowered } from './types.js';
 
@@ -37,12 +37,12 @@ export interface Sg8Product {
 export function lowerSg8Product(p: Sg8Product): Lowered {
   const flops = 2 * p.M * p.N * p.K * p.batch;
   const act = p.activation;
-  if (p.bLayout === 'nk' && p.batch === 1 && p.M <= 4 * GEMV_ROWS && p.K % 4 === 0 && p.aOff % 4 === 0 && p.bOff === 0 && p.biasSm === 0 && p.biasSn <= 1) {
+  if (p.bLayout === 'nk' && p.batch === 1 && p.M <= 16 && p.K % 4 === 0 && p.aOff % 4 === 0 && p.bOff === 0 && p.biasSm === 0 && p.biasSn <= 1) {
     return [{
-      kernel: gemvKernel(act.kind, p.bias !== null),
+      kernel: gemvKernel(act.kind, p.bias !== null, gemvRows(p.M)),
       params: GEMV_PARAMS.pack({ M: p.M, N: p.N, K: p.K, c_off: p.cOff, ldc: p.ldc, bias_off: p.biasOff, bias_sn: p.biasSn, alpha: p.alpha, beta: p.beta, ...activationParams(act) }),
       buffers: [p.a.binding, p.b.binding, ...(p.bias ? [p.bias.binding] : []), p.c.binding],
-      workgroups: [cdiv(p.N, 64), cdiv(p.M, GEMV_ROWS), 1],
+      workgroups: [cdiv(p.N, 64), cdiv(p.M, gemvRows(p.M)), 1],
       label: p.label,
       flops,
     }];

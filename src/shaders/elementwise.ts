@@ -63,6 +63,35 @@ ${R.map(
   };
 }
 
+export const SAME_SHAPE_PARAMS = new ParamLayout([['n4', 'u32'], ...ACTIVATION_PARAMS]);
+
+/**
+ * y = act(a ∘ b) for operands of the output's shape and a size that is a multiple of 4:
+ * vec4 loads and no index arithmetic (ResNet's residual additions).
+ */
+export function sameShapeBinaryKernel(op: BinaryOpKind, act: Activation['kind']): KernelDef {
+  return {
+    key: `binary_same/${op}/${act}`,
+    params: SAME_SHAPE_PARAMS,
+    storage: [
+      { name: 'A', access: 'read', element: 'vec4<f32>' },
+      { name: 'B', access: 'read', element: 'vec4<f32>' },
+      { name: 'Y', access: 'read_write', element: 'vec4<f32>' },
+    ],
+    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${EW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
+  if (i >= params.n4) { return; }
+  let a = A[i];
+  let b = B[i];
+  let v = ${BINARY_EXPR[op]};
+  Y[i] = vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w));
+}
+`,
+  };
+}
+
 export const UNARY_PARAMS = new ParamLayout([['n', 'u32'], ...ACTIVATION_PARAMS]);
 
 /** y = act(x) element-wise (Relu, Clip, LeakyRelu, Sigmoid, or a copy with 'none'). */

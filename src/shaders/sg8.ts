@@ -148,18 +148,23 @@ export const GEMV_PARAMS = new ParamLayout([
   ...EPILOGUE_PARAMS,
 ]);
 
-/** Rows of A (batch entries) one invocation of the GEMV kernel serves. */
-export const GEMV_ROWS = 4;
+/** Rows of A (batch entries) one GEMV invocation serves: 1 for a single image, else 4. */
+export function gemvRows(m: number): 1 | 4 {
+  return m === 1 ? 1 : 4;
+}
 
 /**
  * Y[m, n] = act(alpha · Σ_k A[m, k] · B[n, k] + beta · bias[n or 0]) for few rows m (a Linear
- * layer at small batch): the weight matrix B is streamed once with vec4 loads, one output
- * feature per invocation and up to 4 batch rows each; needs K % 4 == 0.
+ * layer at small batch). The weight matrix B is the stream that matters: one output
+ * feature per lane, vec4 loads along k. The rows of A are the same for every lane, so each
+ * lane loads one vec4 of a block of 8 and the block reaches all lanes by broadcast.
+ * Needs K % 4 == 0.
  */
-export function gemvKernel(activation: Activation['kind'], bias: boolean): KernelDef {
-  const R = GEMV_ROWS;
+export function gemvKernel(activation: Activation['kind'], bias: boolean, rows: 1 | 4): KernelDef {
+  const R = rows;
+  const rs = Array.from({ length: R }, (_, i) => i);
   return {
-    key: `sg8/gemv/${activation}/${bias ? 'bias' : 'nobias'}`,
+    key: `sg8/gemv${R}/${activation}/${bias ? 'bias' : 'nobias'}`,
     params: GEMV_PARAMS,
     storage: [
       { name: 'A', access: 'read', element: 'vec4<f32>' },
@@ -167,21 +172,30 @@ export function gemvKernel(activation: Activation['kind'], bias: boolean): Kerne
       ...(bias ? [{ name: 'Bias', access: 'read' as const, element: 'f32' }] : []),
       { name: 'C', access: 'read_write', element: 'f32' },
     ],
+    directives: 'enable subgroups;',
     body: `${activationWgsl(activation)}
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let n = gid.x;
-  if (n >= params.N) { return; }
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+  // Every lane runs the loops (broadcast needs the whole subgroup); lanes past N only skip the store.
+  let n = min(gid.x, params.N - 1u);
   let m0 = gid.y * ${R}u;
   let K4 = params.K / 4u;
   let brow = n * K4;
-${Array.from({ length: R }, (_, i) => `  let arow${i} = min(m0 + ${i}u, params.M - 1u) * K4;\n  var acc${i} = vec4<f32>(0.0);`).join('\n')}
-  for (var k4 = 0u; k4 < K4; k4++) {
-    let b = B[brow + k4];
-${Array.from({ length: R }, (_, i) => `    acc${i} = fma(A[arow${i} + k4], b, acc${i});`).join('\n')}
+${rs.map((i) => `  let arow${i} = min(m0 + ${i}u, params.M - 1u) * K4;\n  var acc${i} = vec4<f32>(0.0);`).join('\n')}
+  let blocks = K4 / ${SG}u;
+  for (var kb = 0u; kb < blocks; kb++) {
+    let k8 = kb * ${SG}u;
+${rs.map((i) => `    let xv${i} = A[arow${i} + k8 + lane];`).join('\n')}
+${Array.from({ length: SG }, (_, s2) => `    { let w = B[brow + k8 + ${s2}u];${rs.map((i) => ` acc${i} = fma(subgroupBroadcast(xv${i}, ${s2}u), w, acc${i});`).join('')} }`).join('\n')}
   }
-${Array.from({ length: R }, (_, i) => `  if (m0 + ${i}u < params.M) {
-    var v = params.alpha * dot(acc${i}, vec4<f32>(1.0));${bias ? `\n    v += params.beta * Bias[params.bias_off + n * params.bias_sn];` : ''}
+  for (var k4 = blocks * ${SG}u; k4 < K4; k4++) {
+    let w = B[brow + k4];
+${rs.map((i) => `    acc${i} = fma(A[arow${i} + k4], w, acc${i});`).join('\n')}
+  }
+  if (gid.x >= params.N) { return; }
+${rs.map((i) => `  if (m0 + ${i}u < params.M) {
+    var v = params.alpha * dot(acc${i}, vec4<f32>(1.0));${bias ? `
+    v += params.beta * Bias[params.bias_off + n * params.bias_sn];` : ''}
     C[params.c_off + (m0 + ${i}u) * params.ldc + n] = activate(v);
   }`).join('\n')}
 }
