@@ -23,6 +23,9 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MODELS_DIR = join(REPO, '.cache', 'models');
 const PY = '/usr/bin/python3';
 const log = (s) => process.stderr.write(`${s}\n`);
+// Every timed process starts cold: Mesa's on-disk shader cache would otherwise turn the
+// "first result" into a warm-cache number after the first run on a machine.
+const CHILD_ENV = { ...process.env, MESA_SHADER_CACHE_DISABLE: 'true' };
 
 function parseArgs(argv) {
   const o = { models: ['resnet18', 'resnet50', 'vgg16'], batch: [1, 8], peerBatch: [1], iters: 10, warmup: 2, matmul: 1024, skipPeer: false, verify: true, threads: 1, timeout: 3600 };
@@ -61,7 +64,7 @@ function parseArgs(argv) {
 function run(cmd, args, timeoutS) {
   return new Promise((res) => {
     const t0 = performance.now();
-    const p = spawn(cmd, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], env: CHILD_ENV });
     const out = [];
     const err = [];
     p.stdout.on('data', (d) => out.push(d));
@@ -160,6 +163,20 @@ function markdown(res) {
   lines.push('Speedup: peer warm median / camgpu warm median. First result: camgpu from GPU context creation (device, model import, pipeline compilation, first pass, readback); ' +
     'peer from reading the model file through InferenceSession.create (ORT wasm init, device, weight upload) and the first run with readback. GFLOP/s: camgpu\'s FLOP count of the pass / warm median.');
   if (res.matmul && !res.matmul.error) lines.push(`\nMatmul core (camgpu) ${res.matmul.n}×${res.matmul.n}×${res.matmul.n}: ${f(res.matmul.medianMs, 1)} ms, ${f(res.matmul.gflops, 1)} GFLOP/s.`);
+  // Convolution layers' rate from the profiled pass (GPU timestamps), Winograd transforms and weight packing included.
+  const convRates = [];
+  for (const [name, r] of Object.entries(res.camgpu ?? {})) {
+    for (const b of r?.batches ?? []) {
+      const conv = (b.byOp ?? []).filter((o) => o.opType.startsWith('Conv'));
+      const ms = conv.reduce((t, o) => t + o.ms, 0);
+      if (!ms) continue;
+      const gflop = conv.reduce((t, o) => t + o.gflops * o.ms * 1e6, 0);
+      const rate = gflop / (ms * 1e6);
+      const share = res.matmul?.gflops ? ` = ${f((100 * rate) / res.matmul.gflops, 0)} % of the matmul core` : '';
+      convRates.push(`- ${name} batch ${b.batch}: ${f(rate, 1)} GFLOP/s over ${f(ms, 1)} ms of convolution${share}`);
+    }
+  }
+  if (convRates.length) lines.push('', 'Convolution layers (GPU timestamps of one profiled pass; Winograd transforms included, FLOPs counted as direct convolution):', ...convRates);
   const cold = res.options.models.map((name) => {
     const c = res.camgpu[name];
     const p = res.peer.find((r) => r.name === name);
@@ -225,7 +242,7 @@ async function main() {
     if (!o.verify) args.push('--no-verify');
     // bench-peer runs its per-model processes one after another itself; its summary goes to stderr.
     const r = await new Promise((resolveRun) => {
-      const p = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'], env: CHILD_ENV });
       const out = [];
       p.stdout.on('data', (d) => out.push(d));
       p.on('close', (code) => resolveRun({ code, stdout: Buffer.concat(out).toString() }));
