@@ -48,6 +48,8 @@ export function preprocessImages(ctx: GpuContext, images: readonly RgbaImage[], 
     throw new InputError(`normalization needs 3 means and 3 positive stds, got mean=[${norm.mean}] std=[${norm.std}]`);
   }
   const out = Tensor.empty(ctx, [images.length, 3, H, W], 'images');
+  // Normalizing reads the resized batch and writes `out`: a binding cannot be both in one launch.
+  const resized = norm ? Tensor.empty(ctx, out.shape, 'resized') : out;
   const rec = new Recorder(ctx, { label: 'preprocess' });
   const scratch: GPUBuffer[] = [];
   try {
@@ -76,22 +78,24 @@ export function preprocessImages(ctx: GpuContext, images: readonly RgbaImage[], 
         if (scaled[0] < H || scaled[1] < W) throw new InputError(`resize-crop: shorter side ${s} is smaller than the crop ${H}x${W}`);
         offset = [Math.floor((scaled[0] - H) / 2), Math.floor((scaled[1] - W) / 2)];
       }
-      for (const d of lowerBilinear(new EagerEnv(ctx, 'resize'), bound([3, img.height, img.width], planar), bound(out.shape, out.buffer), [3, H, W], {
+      for (const d of lowerBilinear(new EagerEnv(ctx, 'resize'), bound([3, img.height, img.width], planar), bound(out.shape, resized.buffer), [3, H, W], {
         alignCorners: false, scaled, offset, outOffset: i * 3 * H * W,
       })) rec.dispatch(d);
     });
     if (norm) {
       const scale = Tensor.fromData(ctx, Float32Array.from(norm.std, (s) => 1 / s), [3]);
       const shift = Tensor.fromData(ctx, Float32Array.from(norm.mean, (m, c) => -m / norm.std[c]), [3]);
-      for (const d of lowerChannelAffine(new EagerEnv(ctx, 'normalize'), bound(out.shape, out.buffer), bound([3], scale.buffer), bound([3], shift.buffer), bound(out.shape, out.buffer))) rec.dispatch(d);
+      for (const d of lowerChannelAffine(new EagerEnv(ctx, 'normalize'), bound(out.shape, resized.buffer), bound([3], scale.buffer), bound([3], shift.buffer), bound(out.shape, out.buffer))) rec.dispatch(d);
       rec.submit();
       scale.dispose();
       shift.dispose();
+      resized.dispose();
     } else {
       rec.submit();
     }
   } catch (e) {
     out.dispose();
+    if (resized !== out) resized.dispose();
     throw e;
   } finally {
     for (const b of scratch) ctx.pool.release(b);

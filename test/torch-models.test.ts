@@ -45,3 +45,17 @@ describe.each(cases)('%s against PyTorch', (name, DIR) => {
     await model.dispose();
   });
 });
+
+describe('layer names', () => {
+  it("'auto' is the last 4-D spatial output before the classifier (SPEC §0)", () => {
+    const load = (n: string) => Model.fromBytes({} as never, new Uint8Array(readFileSync(join(SMALL, `${n}.onnx`))), { name: n });
+    const r18 = load('resnet18-w8');
+    expect(r18.resolveTaps(['auto'])[0].tensor).toBe(r18.resolveTaps(['layer4'])[0].tensor);
+    // torchvision VGG: the adaptive 7×7 average pool after `features` is the last spatial node.
+    const vgg = load('vgg16-w8');
+    expect(vgg.resolveTaps(['auto'])[0].tensor).toBe(vgg.resolveTaps(['avgpool'])[0].tensor);
+    // Module paths resolve through nested containers and repeated calls.
+    expect(r18.resolveTaps(['layer2.0.downsample'])[0].tensor).toBe('/layer2/layer2.0/downsample/downsample.1/BatchNormalization_output_0');
+    expect(r18.resolveTaps(['layer4.1.relu'])[0].tensor).toBe('/layer4/layer4.1/relu_1/Relu_output_0');
+  });
+});
