@@ -11,5 +11,5 @@ export { importOnnx, MIN_OPSET, MAX_OPSET } from './onnx/import.js';
 export { SUPPORTED_OPS } from './onnx/analyze.js';
 export { resolveTap, autoTargetLayer, nodeModulePath } from './onnx/resolve.js';
 export type { IrGraph, IrNode } from './onnx/ir.js';
-export type { HostTensor } from './onnx/host-tensor.js';
+export type { HostTensor } from './runtime/host-tensor.js';
 export { parseNpy, formatNpy, type NpyArray } from './io/npy.js';

@@ -1,11 +1,11 @@
 import { type Analysis, analyze } from './onnx/analyze.js';
-import { compilePlan, largestActivationBytes } from './onnx/compile.js';
-import type { HostTensor } from './onnx/host-tensor.js';
+import { compilePlan, largestActivationBytes } from './ops/compile.js';
+import type { HostTensor } from './runtime/host-tensor.js';
 import { importOnnx, type ImportOptions } from './onnx/import.js';
 import type { IrGraph } from './onnx/ir.js';
-import { optimize } from './onnx/passes.js';
+import { optimize } from './ops/passes.js';
 import { autoTargetLayer, type ResolvedTap, resolveTap } from './onnx/resolve.js';
-import { WeightStore } from './onnx/weights.js';
+import { WeightStore } from './runtime/weights.js';
 import type { GpuContext } from './runtime/device.js';
 import { InputError, LimitError, ShapeError } from './runtime/errors.js';
 import type { ExecutionPlan } from './runtime/plan.js';

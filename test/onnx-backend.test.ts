@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Model } from '../src/model.js';
 import { SUPPORTED_OPS } from '../src/onnx/analyze.js';
-import { hostTensor } from '../src/onnx/host-tensor.js';
+import { hostTensor } from '../src/runtime/host-tensor.js';
 import { importOnnx } from '../src/onnx/import.js';
 import { CamgpuError, OnnxFormatError, ShapeError, UnsupportedOpError } from '../src/runtime/errors.js';
 import { formatShape } from '../src/runtime/shape.js';

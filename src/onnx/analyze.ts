@@ -9,9 +9,9 @@ import { formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
 import { CPU_ONLY_OPS, FOLDABLE_OPS, foldNode, reshapeShape } from './cpu-eval.js';
-import { type HostTensor, hostTensor, isFloatType, toNumbers } from './host-tensor.js';
+import { type HostTensor, hostTensor, isFloatType, toNumbers } from '../runtime/host-tensor.js';
 import { attrInts, attrNumber, attrString, type IrGraph, type IrNode, resolveAlias } from './ir.js';
-import type { PlanOp } from './plan-ops.js';
+import type { GraphOp, OpGraph } from '../ops/graph.js';
 import { dtypeOf } from './proto.js';
 
 /** Everything known about a tensor at plan time. */
@@ -21,14 +21,8 @@ interface Value {
   constant: HostTensor | null;
 }
 
-export interface Analysis {
-  ops: PlanOp[];
-  shapes: Map<string, number[]>;
-  /** Constants read by GPU ops (weights, biases, folded parameters). */
-  constants: Map<string, HostTensor>;
-  inputs: string[];
-  outputs: string[];
-}
+/** The op graph of an ONNX model for concrete input shapes. */
+export type Analysis = OpGraph;
 
 export interface AnalyzeOptions {
   /** Tensors that must survive as they are: graph outputs and requested taps (no fusion hides them). */
@@ -48,7 +42,7 @@ interface NodeEnv {
   opset: number;
 }
 
-type Lowering = (n: IrNode, env: NodeEnv) => { ops: PlanOp[]; shapes: number[][] };
+type Lowering = (n: IrNode, env: NodeEnv) => { ops: GraphOp[]; shapes: number[][] };
 
 function where(n: IrNode): string {
   return `node '${n.name}' (${n.opType})`;
@@ -268,25 +262,25 @@ const LOWERINGS: Record<string, Lowering> = {
 };
 
 function unary(n: IrNode, env: NodeEnv, act: Activation) {
-  return { ops: [{ kind: 'unary', node: n, inputs: [n.inputs[0]], output: n.outputs[0], activation: act } as PlanOp], shapes: [env.shape(n.inputs[0])] };
+  return { ops: [{ kind: 'unary', node: n, inputs: [n.inputs[0]], output: n.outputs[0], activation: act } as GraphOp], shapes: [env.shape(n.inputs[0])] };
 }
 
 function binary(n: IrNode, env: NodeEnv) {
   const op = BINARY[n.opType];
   if (env.opset < 7 && n.attrs.has('broadcast')) unsupported(n, 'legacy broadcast attribute');
   const y = binaryOutputShape(where(n), env.shape(n.inputs[0]), env.shape(n.inputs[1]));
-  return { ops: [{ kind: 'binary', node: n, op, inputs: [n.inputs[0], n.inputs[1]], output: n.outputs[0], activation: NO_ACTIVATION } as PlanOp], shapes: [y] };
+  return { ops: [{ kind: 'binary', node: n, op, inputs: [n.inputs[0], n.inputs[1]], output: n.outputs[0], activation: NO_ACTIVATION } as GraphOp], shapes: [y] };
 }
 
 function alias(n: IrNode, shape: number[]) {
-  return { ops: [{ kind: 'alias', node: n, inputs: [n.inputs[0]], output: n.outputs[0] } as PlanOp], shapes: [shape] };
+  return { ops: [{ kind: 'alias', node: n, inputs: [n.inputs[0]], output: n.outputs[0] } as GraphOp], shapes: [shape] };
 }
 
 function softmax(n: IrNode, env: NodeEnv, log: boolean) {
   const x = env.shape(n.inputs[0]);
   const coerce2d = env.opset < 13;
   const axis = attrNumber(n, 'axis', coerce2d ? 1 : -1);
-  return { ops: [{ kind: 'softmax', node: n, inputs: [n.inputs[0]], output: n.outputs[0], axis, coerce2d, log } as PlanOp], shapes: [x] };
+  return { ops: [{ kind: 'softmax', node: n, inputs: [n.inputs[0]], output: n.outputs[0], axis, coerce2d, log } as GraphOp], shapes: [x] };
 }
 
 function pool(n: IrNode, env: NodeEnv, kind: 'max' | 'avg') {
@@ -306,7 +300,7 @@ function pool(n: IrNode, env: NodeEnv, kind: 'max' | 'avg') {
     countIncludePad: attrNumber(n, 'count_include_pad', 0) === 1,
   };
   const y = poolOutputShape(where(n), as4d(x), attrs);
-  return { ops: [{ kind: 'pool', node: n, pool: kind, inputs: [n.inputs[0]], output: n.outputs[0], attrs } as PlanOp], shapes: [from4d(y, rank)] };
+  return { ops: [{ kind: 'pool', node: n, pool: kind, inputs: [n.inputs[0]], output: n.outputs[0], attrs } as GraphOp], shapes: [from4d(y, rank)] };
 }
 
 /** Every op type camgpu accepts, for error messages. */
@@ -339,7 +333,7 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
     if (!v) throw new OnnxFormatError(g.file, `${where(n)} reads undefined tensor '${name}'`);
     return v;
   };
-  const ops: PlanOp[] = [];
+  const ops: GraphOp[] = [];
   for (const n of g.nodes) {
     if (n.domain && n.domain !== 'ai.onnx') unsupported(n, `domain '${n.domain}' (only the default ONNX domain is supported)`);
     const env: NodeEnv = {

@@ -1,6 +1,6 @@
 import { ShapeError } from '../runtime/errors.js';
 import { broadcastShapes, normalizeAxis, stridesOf } from '../runtime/shape.js';
-import { type DType, type HostTensor, hostSize, hostTensor, isFloatType, toNumbers } from './host-tensor.js';
+import { type DType, type HostTensor, hostSize, hostTensor, isFloatType, toNumbers } from '../runtime/host-tensor.js';
 import { attrInts, attrNumber, type IrNode } from './ir.js';
 import { dtypeOf } from './proto.js';
 

@@ -1,5 +1,5 @@
 import { OnnxFormatError } from '../runtime/errors.js';
-import type { HostTensor } from './host-tensor.js';
+import type { HostTensor } from '../runtime/host-tensor.js';
 import type { AttrValue, IrGraph, IrNode, IrValueInfo } from './ir.js';
 import { type AttributeProto, decodeTensor, type ExternalDataReader, int64, type ModelProto, onnx, type ValueInfoProto } from './proto.js';
 

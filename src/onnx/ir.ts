@@ -1,4 +1,4 @@
-import type { HostTensor } from './host-tensor.js';
+import type { HostTensor } from '../runtime/host-tensor.js';
 
 export type AttrValue = number | number[] | string | string[] | HostTensor | { graph: string };
 

@@ -1,6 +1,6 @@
 import onnxProto from 'onnx-proto';
 import { OnnxFormatError } from '../runtime/errors.js';
-import { type DType, type HostTensor, hostSize } from './host-tensor.js';
+import { type DType, type HostTensor, hostSize } from '../runtime/host-tensor.js';
 
 export const { onnx } = onnxProto;
 export type ModelProto = onnxProto.onnx.ModelProto;

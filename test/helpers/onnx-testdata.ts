@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Model } from '../../src/model.js';
-import { type HostTensor, toFloat32 } from '../../src/onnx/host-tensor.js';
+import { type HostTensor, toFloat32 } from '../../src/runtime/host-tensor.js';
 import { importOnnx } from '../../src/onnx/import.js';
 import type { IrGraph, IrValueInfo } from '../../src/onnx/ir.js';
 import { decodeTensor, onnx } from '../../src/onnx/proto.js';

@@ -1,8 +1,8 @@
-import type { GpuContext } from '../runtime/device.js';
-import { LimitError } from '../runtime/errors.js';
-import { BufferUsage } from '../runtime/gpu-constants.js';
-import { type Dispatch, Recorder } from '../runtime/recorder.js';
-import { writeFloats } from '../runtime/tensor.js';
+import type { GpuContext } from './device.js';
+import { LimitError } from './errors.js';
+import { BufferUsage } from './gpu-constants.js';
+import { type Dispatch, Recorder } from './recorder.js';
+import { writeFloats } from './tensor.js';
 import { type HostTensor, toFloat32 } from './host-tensor.js';
 
 const WEIGHT_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_DST | BufferUsage.COPY_SRC;

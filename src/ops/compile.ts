@@ -1,18 +1,18 @@
-import { lowerConv } from '../ops/conv.js';
-import { lowerBinary, lowerChannelAffine, lowerUnary } from '../ops/elementwise.js';
-import { lowerGemm, lowerMatMul } from '../ops/gemm.js';
-import { lowerConcat, lowerPad, lowerSoftmax } from '../ops/layout.js';
-import { lowerGlobalPool, lowerPool } from '../ops/pool.js';
-import type { BoundTensor, LowerEnv } from '../ops/types.js';
+import { lowerConv } from './conv.js';
+import { lowerBinary, lowerChannelAffine, lowerUnary } from './elementwise.js';
+import { lowerGemm, lowerMatMul } from './gemm.js';
+import { lowerConcat, lowerPad, lowerSoftmax } from './layout.js';
+import { lowerGlobalPool, lowerPool } from './pool.js';
+import type { BoundTensor, LowerEnv } from './types.js';
 import { sizeClass } from '../runtime/buffer-pool.js';
 import type { GpuContext } from '../runtime/device.js';
 import { LimitError } from '../runtime/errors.js';
 import { ExecutionPlan, type PlanSlot } from '../runtime/plan.js';
 import type { Dispatch } from '../runtime/recorder.js';
 import { sizeOf } from '../runtime/shape.js';
-import type { Analysis } from './analyze.js';
-import type { PlanOp } from './plan-ops.js';
-import type { WeightStore } from './weights.js';
+import type { OpGraph } from './graph.js';
+import type { GraphOp } from './graph.js';
+import type { WeightStore } from '../runtime/weights.js';
 
 /** Where a value's elements live during the pass. */
 interface Storage {
@@ -28,7 +28,7 @@ function as4d(s: readonly number[]): number[] {
 }
 
 /** Largest per-binding tensor of an analysis, to choose how many images fit one pass. */
-export function largestActivationBytes(a: Analysis): number {
+export function largestActivationBytes(a: OpGraph): number {
   let m = 0;
   for (const op of a.ops) m = Math.max(m, sizeOf(a.shapes.get(op.output) ?? []) * 4);
   for (const i of a.inputs) m = Math.max(m, sizeOf(a.shapes.get(i) ?? []) * 4);
@@ -40,7 +40,7 @@ export function largestActivationBytes(a: Analysis): number {
  * source's buffer; buffers are reused once their last reader has run), constants from
  * the weight store, then every op lowered to prepared launches.
  */
-export async function compilePlan(ctx: GpuContext, a: Analysis, weights: WeightStore, keep: ReadonlySet<string>): Promise<ExecutionPlan> {
+export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightStore, keep: ReadonlySet<string>): Promise<ExecutionPlan> {
   const limit = ctx.activationBindingLimit;
   const storage = new Map<string, Storage>();
   const rootOf = (name: string) => storage.get(name)?.root ?? name;
@@ -94,7 +94,7 @@ export async function compilePlan(ctx: GpuContext, a: Analysis, weights: WeightS
   }
   /** Buffers of constants, so derived buffers know whether they can be computed once. */
   const constantOf = new Map<GPUBuffer, string>();
-  const bind = (name: string, op: PlanOp, shape?: number[]): BoundTensor => {
+  const bind = (name: string, op: GraphOp, shape?: number[]): BoundTensor => {
     const sh = shape ?? a.shapes.get(name)!;
     const s = storage.get(name);
     if (s?.buffer) return { shape: sh, binding: { buffer: s.buffer, offset: 0, size: Math.max(4, sizeOf(sh) * 4) } };

@@ -1,8 +1,8 @@
-import { type HostTensor, hostTensor } from './host-tensor.js';
-import type { Analysis } from './analyze.js';
-import { acceptsActivation, type PlanOp, withActivation } from './plan-ops.js';
+import { type HostTensor, hostTensor } from '../runtime/host-tensor.js';
+import type { OpGraph } from './graph.js';
+import { acceptsActivation, type GraphOp, withActivation } from './graph.js';
 
-function useCounts(ops: readonly PlanOp[]): Map<string, number> {
+function useCounts(ops: readonly GraphOp[]): Map<string, number> {
   const uses = new Map<string, number>();
   for (const op of ops) for (const i of op.inputs) uses.set(i, (uses.get(i) ?? 0) + 1);
   return uses;
@@ -17,7 +17,7 @@ function private1(name: string, uses: Map<string, number>, keep: ReadonlySet<str
  * Folds a per-channel affine (inference BatchNormalization) into the convolution that feeds
  * it: W'[o] = W[o]·s[o], b'[o] = b[o]·s[o] + t[o]. Needs constant weights.
  */
-export function foldAffineIntoConv(a: Analysis, keep: ReadonlySet<string>): Analysis {
+export function foldAffineIntoConv(a: OpGraph, keep: ReadonlySet<string>): OpGraph {
   const uses = useCounts(a.ops);
   const producer = new Map(a.ops.map((op, i) => [op.output, i]));
   const removed = new Set<number>();
@@ -57,7 +57,7 @@ export function foldAffineIntoConv(a: Analysis, keep: ReadonlySet<string>): Anal
 }
 
 /** Fuses Relu / Clip / LeakyRelu / Sigmoid into the epilogue of the op that produces their input. */
-export function fuseActivations(a: Analysis, keep: ReadonlySet<string>): Analysis {
+export function fuseActivations(a: OpGraph, keep: ReadonlySet<string>): OpGraph {
   const uses = useCounts(a.ops);
   const producer = new Map(a.ops.map((op, i) => [op.output, i]));
   const removed = new Set<number>();
@@ -75,9 +75,9 @@ export function fuseActivations(a: Analysis, keep: ReadonlySet<string>): Analysi
 }
 
 /** Drops ops whose results nothing reads (after folding), and constants no op reads. */
-export function removeDeadOps(a: Analysis, keep: ReadonlySet<string>): Analysis {
+export function removeDeadOps(a: OpGraph, keep: ReadonlySet<string>): OpGraph {
   const live = new Set<string>([...a.outputs, ...keep]);
-  const out: PlanOp[] = [];
+  const out: GraphOp[] = [];
   for (let i = a.ops.length - 1; i >= 0; i--) {
     const op = a.ops[i];
     if (!live.has(op.output)) continue;
@@ -88,11 +88,11 @@ export function removeDeadOps(a: Analysis, keep: ReadonlySet<string>): Analysis 
   return { ...a, ops: out, constants: pruneConstants(a.constants, out, a.outputs) };
 }
 
-function pruneConstants(c: Map<string, HostTensor>, ops: readonly PlanOp[], outputs: readonly string[]): Map<string, HostTensor> {
+function pruneConstants(c: Map<string, HostTensor>, ops: readonly GraphOp[], outputs: readonly string[]): Map<string, HostTensor> {
   const used = new Set([...ops.flatMap((o) => o.inputs), ...outputs]);
   return new Map([...c].filter(([k]) => used.has(k)));
 }
 
-export function optimize(a: Analysis, keep: ReadonlySet<string>): Analysis {
+export function optimize(a: OpGraph, keep: ReadonlySet<string>): OpGraph {
   return removeDeadOps(fuseActivations(foldAffineIntoConv(a, keep), keep), keep);
 }

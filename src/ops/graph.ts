@@ -1,0 +1,76 @@
+import type { HostTensor } from '../runtime/host-tensor.js';
+import type { Activation } from './activation.js';
+import type { Conv2dAttrs } from './conv.js';
+import type { GemmAttrs } from './gemm.js';
+import type { Pool2dAttrs } from './pool.js';
+import type { BinaryOpKind } from '../shaders/elementwise.js';
+import type { PadMode } from '../shaders/layout.js';
+
+/** Where an op came from (an ONNX node, or an op a tape recorded), for labels and errors. */
+export interface OpOrigin {
+  name: string;
+  opType: string;
+}
+
+/**
+ * A GPU-level op: an ONNX node after its attributes are parsed and its constant inputs
+ * read, or an op recorded by a tape (CAM math, gradients). Inputs and outputs are tensor
+ * names; passes rewrite these.
+ */
+export type GraphOp =
+  | { kind: 'conv'; node: OpOrigin; inputs: [string, string] | [string, string, string]; output: string; attrs: Conv2dAttrs }
+  | { kind: 'gemm'; node: OpOrigin; inputs: [string, string] | [string, string, string]; output: string; attrs: GemmAttrs }
+  | { kind: 'matmul'; node: OpOrigin; inputs: [string, string]; output: string; activation: Activation }
+  | { kind: 'binary'; node: OpOrigin; op: BinaryOpKind; inputs: [string, string]; output: string; activation: Activation }
+  | { kind: 'unary'; node: OpOrigin; inputs: [string]; output: string; activation: Activation }
+  | { kind: 'affine'; node: OpOrigin; inputs: [string, string, string]; output: string; activation: Activation }
+  | { kind: 'pool'; node: OpOrigin; pool: 'max' | 'avg'; inputs: [string]; output: string; attrs: Pool2dAttrs }
+  | { kind: 'global_pool'; node: OpOrigin; pool: 'max' | 'avg'; inputs: [string]; output: string }
+  | { kind: 'softmax'; node: OpOrigin; inputs: [string]; output: string; axis: number; coerce2d: boolean; log: boolean }
+  | { kind: 'concat'; node: OpOrigin; inputs: string[]; output: string; axis: number }
+  | { kind: 'pad'; node: OpOrigin; inputs: [string]; output: string; pads: number[]; mode: PadMode; value: number }
+  /** Same elements, new shape (Reshape, Flatten, Squeeze, Unsqueeze, Identity): no kernel. */
+  | { kind: 'alias'; node: OpOrigin; inputs: [string]; output: string };
+
+/** Ops whose epilogue can absorb a following activation. */
+export function acceptsActivation(op: GraphOp): boolean {
+  switch (op.kind) {
+    case 'conv':
+    case 'gemm':
+      return op.attrs.activation.kind === 'none';
+    case 'matmul':
+    case 'binary':
+    case 'affine':
+      return op.activation.kind === 'none';
+    default:
+      return false;
+  }
+}
+
+export function withActivation(op: GraphOp, act: Activation, output: string): GraphOp {
+  switch (op.kind) {
+    case 'conv':
+      return { ...op, attrs: { ...op.attrs, activation: act }, output };
+    case 'gemm':
+      return { ...op, attrs: { ...op.attrs, activation: act }, output };
+    case 'matmul':
+    case 'binary':
+    case 'affine':
+      return { ...op, activation: act, output };
+    default:
+      throw new Error(`cannot fuse an activation into ${op.kind}`);
+  }
+}
+
+/**
+ * A graph of GPU-level ops with static shapes: what the ONNX analysis produces, what a tape
+ * records, and what compilePlan turns into an execution plan.
+ */
+export interface OpGraph {
+  ops: GraphOp[];
+  shapes: Map<string, number[]>;
+  /** Constants read by ops (weights, biases, folded parameters). */
+  constants: Map<string, HostTensor>;
+  inputs: string[];
+  outputs: string[];
+}
