@@ -8,6 +8,7 @@ export { Recorder, type OpTiming } from './runtime/recorder.js';
 export * from './runtime/errors.js';
 export { Model, type RunOptions, type RunResult, type TapResult } from './model.js';
 export { importOnnx, MIN_OPSET, MAX_OPSET } from './onnx/import.js';
+export { exportOnnx, exportModel, type ExportOptions, type ExportModelOptions, type ExportInput } from './onnx/export.js';
 export { SUPPORTED_OPS } from './onnx/analyze.js';
 export { resolveTap, autoTargetLayer, nodeModulePath } from './onnx/resolve.js';
 export type { IrGraph, IrNode } from './onnx/ir.js';

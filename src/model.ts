@@ -1,17 +1,20 @@
-import { type Analysis, analyze } from './onnx/analyze.js';
-import { compilePlan, largestActivationBytes } from './ops/compile.js';
-import type { HostTensor } from './runtime/host-tensor.js';
+import { analyze } from './onnx/analyze.js';
 import { importOnnx, type ImportOptions } from './onnx/import.js';
 import type { IrGraph } from './onnx/ir.js';
-import { optimize } from './ops/passes.js';
 import { autoTargetLayer, type ResolvedTap, resolveTap } from './onnx/resolve.js';
-import { WeightStore } from './runtime/weights.js';
+import { gradients } from './ops/autodiff.js';
+import { compilePlan, largestActivationBytes } from './ops/compile.js';
+import type { OpGraph } from './ops/graph.js';
+import { optimize } from './ops/passes.js';
+import { Tape } from './ops/tape.js';
 import type { GpuContext } from './runtime/device.js';
 import { InputError, LimitError, ShapeError } from './runtime/errors.js';
+import type { HostTensor } from './runtime/host-tensor.js';
 import type { ExecutionPlan } from './runtime/plan.js';
 import { type OpTiming, Recorder } from './runtime/recorder.js';
-import { formatShape, sizeOf } from './runtime/shape.js';
+import { formatShape } from './runtime/shape.js';
 import { Tensor } from './runtime/tensor.js';
+import { WeightStore } from './runtime/weights.js';
 
 export interface RunOptions {
   /** Layers to return besides the outputs: tensor names, node names, torch module paths, or 'auto'. */
@@ -31,39 +34,62 @@ export interface RunResult {
   outputs: Map<string, Tensor>;
   /** Requested taps by the name they were requested with. */
   taps: Map<string, TapResult>;
-  /** Per-launch GPU times summed over batch chunks, when profiling. */
+  /** Per-launch GPU times of every pass, when profiling. */
   timings: Promise<OpTiming[]> | null;
   /** Images per pass (the batch is split when it would exceed binding limits). */
   chunk: number;
   flops: number;
 }
 
-interface CachedPlan {
-  plan: ExecutionPlan;
-  analysis: Analysis;
-  /** The plan's own constants, for plans built with bound input values. */
-  weights?: WeightStore;
+/**
+ * What to differentiate: y = Σ_i Σ_c w[i, c] · f(logits)[i, c], with f the identity
+ * ('logit') or softmax ('softmax'), and w one-hot at each image's class (`classes`:
+ * 'argmax' of the logits, one class for all, or one per image) or given (`weights`, [N, C]).
+ */
+export interface GradTarget {
+  of?: 'logit' | 'softmax';
+  classes?: 'argmax' | number | readonly number[];
+  weights?: Tensor;
 }
 
-/** Releases a plan built with bound input values; safe once its work is submitted. */
-function releaseTransient(c: CachedPlan): void {
-  c.plan.dispose();
-  c.weights?.dispose();
+export interface GradOptions {
+  target?: GradTarget;
+  /** Where gradients are wanted: 'input' and/or layer names (as taps). Default ['input']. */
+  wrt?: readonly string[];
+  /** Layers whose activations to return as well. */
+  taps?: readonly string[];
+  profile?: boolean;
 }
+
+export interface GradResult extends RunResult {
+  /** ∂y/∂(tensor) for each requested `wrt` name (absent when y does not depend on it). */
+  gradients: Map<string, TapResult>;
+}
+
+/** A compiled program: its plan, its graph, the tensors it returns. */
+interface Program {
+  plan: ExecutionPlan;
+  graph: OpGraph;
+}
+
+/** Builds the graph of a program for a chunk of `nb` images; `keep` are the tensors it returns. */
+type ProgramBuilder = (nb: number) => { graph: OpGraph; keep: Set<string> };
 
 const PLAN_CACHE_SIZE = 4;
+const TARGET_INPUT = 'camgpu:target-weights';
 
 /**
  * An ONNX model ready to run on one device: its graph, its constants on the GPU, and
- * compiled plans per (batch, taps). Forward passes encode into one command encoder and
- * read nothing back; results come back as tensors that the caller reads and disposes.
+ * compiled programs (forward, or forward and backward) per (batch, taps, …). A pass
+ * encodes into one command encoder and reads nothing back; results are GPU tensors that
+ * the caller reads and disposes.
  */
 export class Model {
   readonly ctx: GpuContext;
   readonly graph: IrGraph;
   readonly weights: WeightStore;
-  private readonly plans = new Map<string, Promise<CachedPlan>>();
-  /** Images per pass, by input shape and taps (the analysis behind it runs once). */
+  private readonly programs = new Map<string, Promise<Program>>();
+  /** Images per pass by program and batch (the analysis behind it runs once). */
   private readonly chunks = new Map<string, number>();
 
   constructor(ctx: GpuContext, graph: IrGraph) {
@@ -79,6 +105,10 @@ export class Model {
   get inputName(): string {
     if (this.graph.inputs.length === 0) throw new InputError(`${this.graph.file}: the graph has no inputs`);
     return this.graph.inputs[0].name;
+  }
+
+  get outputName(): string {
+    return this.graph.outputs[0].name;
   }
 
   /** Declared input dims (symbolic dims as strings or null). */
@@ -98,7 +128,7 @@ export class Model {
   }
 
   /** Static analysis (shapes, folding, fusion) for the given input shapes. */
-  analyze(shapes: ReadonlyMap<string, number[]>, keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): Analysis {
+  analyze(shapes: ReadonlyMap<string, number[]>, keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): OpGraph {
     const a = analyze(this.graph, shapes, { keep, inputValues });
     return optimize(a, new Set([...keep, ...a.outputs]));
   }
@@ -121,129 +151,119 @@ export class Model {
     return [batch, ...(dims.slice(1) as number[])];
   }
 
-  private plan(inputShapes: Map<string, number[]>, keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): Promise<CachedPlan> {
-    if (inputValues) {
-      // Constants folded from bound values change between runs under the same names: such
-      // a plan is not cached and uploads its constants to a store of its own.
-      return (async () => {
-        const weights = new WeightStore(this.ctx);
-        try {
-          const analysis = this.analyze(inputShapes, keep, inputValues);
-          return { plan: await compilePlan(this.ctx, analysis, weights, keep), analysis, weights };
-        } catch (e) {
-          weights.dispose();
-          throw e;
-        }
-      })();
-    }
-    const key = `${[...inputShapes].map(([k, v]) => `${k}:${v}`).join(';')}|${[...keep].sort().join(',')}`;
-    let p = this.plans.get(key);
+  private program(key: string, nb: number, build: ProgramBuilder): Promise<Program> {
+    const k = `${key}|${nb}`;
+    let p = this.programs.get(k);
     if (p) {
-      this.plans.delete(key);
-      this.plans.set(key, p); // most recently used last
+      this.programs.delete(k);
+      this.programs.set(k, p); // most recently used last
       return p;
     }
     p = (async () => {
-      const analysis = this.analyze(inputShapes, keep);
-      const plan = await compilePlan(this.ctx, analysis, this.weights, keep);
-      return { plan, analysis };
+      const { graph, keep } = build(nb);
+      return { plan: await compilePlan(this.ctx, graph, this.weights, keep), graph };
     })();
-    this.plans.set(key, p);
-    p.catch(() => this.plans.delete(key));
-    while (this.plans.size > PLAN_CACHE_SIZE) {
-      const [oldKey, old] = this.plans.entries().next().value as [string, Promise<CachedPlan>];
-      this.plans.delete(oldKey);
+    this.programs.set(k, p);
+    p.catch(() => this.programs.delete(k));
+    while (this.programs.size > PLAN_CACHE_SIZE) {
+      const [oldKey, old] = this.programs.entries().next().value as [string, Promise<Program>];
+      this.programs.delete(oldKey);
       old.then((c) => c.plan.dispose(), () => undefined);
     }
     return p;
   }
 
-  /** Images per pass such that no tensor exceeds a storage binding. */
-  chunkSize(shape: readonly number[], keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>, name = this.inputName): number {
-    const key = `${name}:${shape}|${[...keep].sort().join(',')}`;
-    const known = inputValues ? undefined : this.chunks.get(key);
+  /**
+   * Images per pass such that no tensor exceeds the activation binding limit: the whole
+   * batch when it fits (graphs with fixed shapes have no valid analysis at batch 1).
+   */
+  private chunkSize(key: string, batch: number, build: ProgramBuilder): number {
+    const k = `${key}|${batch}`;
+    const known = this.chunks.get(k);
     if (known !== undefined) return known;
-    const chunk = this.computeChunk(shape, keep, inputValues, name);
-    if (!inputValues) this.chunks.set(key, chunk);
+    const limit = this.ctx.activationBindingLimit;
+    let chunk = batch;
+    if (largestActivationBytes(build(batch).graph) > limit) {
+      const perImage = largestActivationBytes(build(1).graph);
+      if (perImage > limit) throw new LimitError(`${this.graph.file}: one image needs a ${perImage}-byte tensor, over the activation binding limit ${limit}`);
+      chunk = Math.max(1, Math.min(batch, Math.floor(limit / perImage)));
+    }
+    this.chunks.set(k, chunk);
     return chunk;
   }
 
-  private computeChunk(shape: readonly number[], keep: ReadonlySet<string>, inputValues: ReadonlyMap<string, HostTensor> | undefined, name: string): number {
-    const limit = this.ctx.activationBindingLimit;
-    // Split only when the whole batch does not fit: graphs with fixed shapes (a constant
-    // Reshape target, a full-size Gemm C) have no valid analysis at batch 1.
-    if (largestActivationBytes(this.analyze(new Map([[name, [...shape]]]), keep, inputValues)) <= limit) return shape[0];
-    const one = new Map([[name, [1, ...shape.slice(1)]]]);
-    const perImage = largestActivationBytes(this.analyze(one, keep, inputValues));
-    if (perImage > limit) throw new LimitError(`${this.graph.file}: one image needs a ${perImage}-byte tensor, over the storage binding limit ${limit}`);
-    return Math.max(1, Math.min(shape[0], Math.floor(limit / perImage)));
+  /**
+   * Runs a program over a batch, split into passes of `chunk` images recorded into one
+   * command encoder: each pass copies its slice of every batch-major feed in, runs, and
+   * copies its slice of every kept tensor out into batch-sized result tensors.
+   */
+  private async execute(key: string, build: ProgramBuilder, feeds: ReadonlyMap<string, Tensor>, batch: number, profile?: boolean): Promise<{ results: Map<string, Tensor>; timings: Promise<OpTiming[]> | null; chunk: number; flops: number }> {
+    const chunk = this.chunkSize(key, batch, build);
+    const rec = new Recorder(this.ctx, { profile, label: key.split('|')[0] });
+    const results = new Map<string, Tensor>();
+    let flops = 0;
+    try {
+      for (let b0 = 0; b0 < batch; b0 += chunk) {
+        const nb = Math.min(chunk, batch - b0);
+        const { plan } = await this.program(key, nb, build);
+        for (const [name, slot] of plan.inputs) {
+          const t = feeds.get(name);
+          if (!t) throw new InputError(`${this.graph.file}: no value given for input '${name}'`);
+          const per = slot.bytes / nb;
+          rec.copy(t.buffer, t.byteOffset + b0 * per, slot.buffer, 0, slot.bytes);
+        }
+        plan.encode(rec);
+        for (const [name, slot] of plan.results) {
+          const batched = slot.shape.length > 0 && slot.shape[0] === nb;
+          if (!results.has(name)) results.set(name, Tensor.empty(this.ctx, batched ? [batch, ...slot.shape.slice(1)] : slot.shape, name));
+          if (!batched && b0 > 0) continue;
+          rec.copy(slot.buffer, 0, results.get(name)!.buffer, batched ? b0 * (slot.bytes / nb) : 0, slot.bytes);
+        }
+        flops += plan.flops;
+      }
+    } catch (e) {
+      for (const t of results.values()) t.dispose();
+      throw e;
+    }
+    return { results, timings: rec.submit(), chunk, flops };
   }
 
-  /**
-   * Runs the model on a batch. Taps cost no extra pass: they are kept alive in the same
-   * pass and copied out with the outputs. Batches that would exceed binding limits are
-   * split into passes recorded into the same command encoder.
-   */
-  async run(input: Tensor | ReadonlyMap<string, Tensor>, options: RunOptions = {}): Promise<RunResult> {
-    const feeds = input instanceof Tensor ? new Map([[this.inputName, input]]) : new Map(input);
-    if (feeds.size !== 1) {
-      return this.runMulti(feeds, options);
-    }
-    const [[name, x]] = [...feeds];
-    // Scalars and empty batches have no images to split into passes.
-    if (x.shape.length === 0 || x.shape[0] === 0) return this.runMulti(feeds, options);
+  private checkBatchInput(x: Tensor, name = this.inputName): number {
     x.assertAlive();
     this.validateInput(name, x.shape);
     const batch = x.shape[0];
     if (!Number.isInteger(batch) || batch < 1) throw new ShapeError(`input '${name}'`, `batch must be >= 1, got ${formatShape(x.shape)}`);
-    const taps = this.resolveTaps(options.taps ?? [], new Map([[name, [1, ...x.shape.slice(1)]]]));
-    const keep = new Set(taps.map((t) => t.tensor));
-    const chunk = this.chunkSize(x.shape, keep, options.inputValues, name);
-    const rec = new Recorder(this.ctx, { profile: options.profile, label: 'forward' });
-    const perImageIn = sizeOf(x.shape.slice(1)) * 4;
-    let results: Map<string, Tensor> | null = null;
-    let flops = 0;
-    const created: Tensor[] = [];
-    const transient: CachedPlan[] = [];
-    try {
-      for (let b0 = 0; b0 < batch; b0 += chunk) {
-        const nb = Math.min(chunk, batch - b0);
-        const cached = await this.plan(new Map([[name, [nb, ...x.shape.slice(1)]]]), keep, options.inputValues);
-        if (options.inputValues) transient.push(cached);
-        const { plan, analysis } = cached;
-        if (!results) {
-          results = new Map();
-          for (const [r, slot] of plan.results) {
-            const full = slot.shape.length > 0 && slot.shape[0] === nb ? [batch, ...slot.shape.slice(1)] : slot.shape;
-            const t = Tensor.empty(this.ctx, full, r);
-            created.push(t);
-            results.set(r, t);
-          }
-        }
-        const inSlot = plan.inputs.get(name)!;
-        rec.copy(x.buffer, x.byteOffset + b0 * perImageIn, inSlot.buffer, 0, nb * perImageIn);
-        plan.encode(rec);
-        for (const [r, slot] of plan.results) {
-          const dst = results.get(r)!;
-          const batched = dst.shape[0] === batch && slot.shape[0] === nb;
-          if (!batched && b0 > 0) continue;
-          const per = batched ? slot.bytes / nb : 0;
-          rec.copy(slot.buffer, 0, dst.buffer, batched ? b0 * per : 0, slot.bytes);
-        }
-        flops += plan.flops;
-        void analysis;
-      }
-    } catch (e) {
-      for (const t of created) t.dispose();
-      transient.forEach(releaseTransient);
-      throw e;
-    }
-    const timings = rec.submit();
-    transient.forEach(releaseTransient);
-    return this.package(results!, taps, timings, chunk, flops);
+    return batch;
   }
 
-  private async runMulti(feeds: Map<string, Tensor>, options: RunOptions): Promise<RunResult> {
+  /**
+   * Runs the model on a batch. Taps cost no extra pass: they are kept alive in the same
+   * pass and copied out with the outputs.
+   */
+  async run(input: Tensor | ReadonlyMap<string, Tensor>, options: RunOptions = {}): Promise<RunResult> {
+    const feeds = input instanceof Tensor ? new Map([[this.inputName, input]]) : new Map(input);
+    if (feeds.size !== 1 || options.inputValues) return this.runOnce(feeds, options);
+    const [[name, x]] = [...feeds];
+    if (x.shape.length === 0 || x.shape[0] === 0) return this.runOnce(feeds, options);
+    const batch = this.checkBatchInput(x, name);
+    const rest = x.shape.slice(1);
+    const taps = this.resolveTaps(options.taps ?? [], new Map([[name, [1, ...rest]]]));
+    const keep = new Set(taps.map((t) => t.tensor));
+    const key = `forward|${name}:${rest}|${[...keep].sort().join(',')}`;
+    const build: ProgramBuilder = (nb) => {
+      const graph = this.analyze(new Map([[name, [nb, ...rest]]]), keep);
+      return { graph, keep: new Set([...keep, ...graph.outputs]) };
+    };
+    const r = await this.execute(key, build, feeds, batch, options.profile);
+    return this.package(r.results, taps, r.timings, r.chunk, r.flops);
+  }
+
+  /**
+   * One pass with every feed as given (several graph inputs, scalar or empty inputs, or
+   * inputs whose values shape the graph). Plans built from bound values are not cached:
+   * constants folded from them change between calls under the same names.
+   */
+  private async runOnce(feeds: Map<string, Tensor>, options: RunOptions): Promise<RunResult> {
     const shapes = new Map<string, number[]>();
     for (const [n, t] of feeds) {
       t.assertAlive();
@@ -252,8 +272,9 @@ export class Model {
     }
     const taps = this.resolveTaps(options.taps ?? [], shapes);
     const keep = new Set(taps.map((t) => t.tensor));
-    const cached = await this.plan(shapes, keep, options.inputValues);
-    const { plan } = cached;
+    const graph = this.analyze(shapes, keep, options.inputValues);
+    const weights = options.inputValues ? new WeightStore(this.ctx) : this.weights;
+    const plan = await compilePlan(this.ctx, graph, weights, new Set([...keep, ...graph.outputs]));
     const rec = new Recorder(this.ctx, { profile: options.profile, label: 'forward' });
     const results = new Map<string, Tensor>();
     try {
@@ -270,35 +291,101 @@ export class Model {
       }
     } catch (e) {
       for (const t of results.values()) t.dispose();
-      if (options.inputValues) releaseTransient(cached);
+      plan.dispose();
+      if (weights !== this.weights) weights.dispose();
       throw e;
     }
     const timings = rec.submit();
-    if (options.inputValues) releaseTransient(cached);
+    // Safe right after submit: later writes to these buffers are queue-ordered after this pass.
+    plan.dispose();
+    if (weights !== this.weights) weights.dispose();
     return this.package(results, taps, timings, shapes.values().next().value?.[0] ?? 1, plan.flops);
+  }
+
+  /**
+   * Forward and backward in one pass: the activations at `taps` and the gradients of the
+   * target (GradTarget) at every `wrt` layer and/or the input, for a batch with a target per
+   * image. No readback happens in between; batches split as in run().
+   */
+  async grad(x: Tensor, options: GradOptions = {}): Promise<GradResult> {
+    const name = this.inputName;
+    const batch = this.checkBatchInput(x, name);
+    const rest = x.shape.slice(1);
+    const shapes1 = new Map([[name, [1, ...rest]]]);
+    const taps = this.resolveTaps(options.taps ?? [], shapes1);
+    const wrtNames = options.wrt ?? ['input'];
+    const wrt = wrtNames.map((n): ResolvedTap => (n === 'input' ? { requested: 'input', tensor: name, how: 'tensor' } : this.resolveTaps([n], shapes1)[0]));
+    const target = options.target ?? {};
+    const of = target.of ?? 'logit';
+    const numClasses = this.analyze(shapes1, new Set()).shapes.get(this.resolvedName(this.outputName))!.at(-1)!;
+    const feeds = new Map([[name, x]]);
+    let weights: Tensor | null = null;
+    if (target.weights) {
+      if (formatShape(target.weights.shape) !== formatShape([batch, numClasses])) {
+        throw new ShapeError('grad target weights', `expects [${batch}, ${numClasses}], got ${formatShape(target.weights.shape)}`);
+      }
+      feeds.set(TARGET_INPUT, target.weights);
+    } else if (target.classes !== undefined && target.classes !== 'argmax') {
+      const classes = typeof target.classes === 'number' ? new Array<number>(batch).fill(target.classes) : [...target.classes];
+      if (classes.length !== batch) throw new InputError(`grad: ${classes.length} target classes for a batch of ${batch}; give one per image (batches are never truncated)`);
+      const data = new Float32Array(batch * numClasses);
+      classes.forEach((c, i) => {
+        if (!Number.isInteger(c) || c < 0 || c >= numClasses) throw new InputError(`grad: class ${c} of image ${i} is not in [0, ${numClasses})`);
+        data[i * numClasses + c] = 1;
+      });
+      weights = Tensor.fromData(this.ctx, data, [batch, numClasses], 'target');
+      feeds.set(TARGET_INPUT, weights);
+    }
+    const argmax = !feeds.has(TARGET_INPUT);
+    const keepFwd = new Set([...taps, ...wrt].map((t) => t.tensor));
+    const key = `grad|${name}:${rest}|${of}|${argmax ? 'argmax' : 'weights'}|${[...keepFwd].sort().join(',')}|${wrt.map((w) => w.tensor).join(',')}`;
+    const gradName = (t: string) => `camgpu:grad:${t}`;
+    const build: ProgramBuilder = (nb) => {
+      const fwd = this.analyze(new Map([[name, [nb, ...rest]]]), keepFwd);
+      const tape = new Tape();
+      const input = tape.input(name, [nb, ...rest]);
+      const syms = tape.include(fwd, new Map([[name, input]]), '');
+      const logits = syms.get(fwd.outputs[0])!;
+      const scored = of === 'softmax' ? tape.softmax(logits, -1) : logits;
+      const w = argmax ? tape.onehotArgmax(logits) : tape.input(TARGET_INPUT, [nb, numClasses]);
+      const grads = gradients(tape, new Map([[scored.name, w]]), wrt.map((t) => t.tensor));
+      const keep = new Set([...keepFwd, ...fwd.outputs]);
+      for (const [t, g] of grads) {
+        // A stable name per gradient, so every chunk's result lands in the same tensor.
+        tape.record({ kind: 'alias', inputs: [g.name] }, g.shape, { name: gradName(t), opType: 'Identity' }, gradName(t));
+        keep.add(gradName(t));
+      }
+      tape.graph.outputs.push(...fwd.outputs);
+      return { graph: tape.graph, keep };
+    };
+    try {
+      const r = await this.execute(key, build, feeds, batch, options.profile);
+      const result = this.package(r.results, taps, r.timings, r.chunk, r.flops) as GradResult;
+      result.gradients = new Map();
+      for (const w of wrt) {
+        const g = r.results.get(gradName(w.tensor));
+        if (g) result.gradients.set(w.requested, { ...w, value: g });
+      }
+      return result;
+    } finally {
+      weights?.dispose();
+    }
   }
 
   private package(results: Map<string, Tensor>, taps: ResolvedTap[], timings: Promise<OpTiming[]> | null, chunk: number, flops: number): RunResult {
     const outputs = new Map<string, Tensor>();
-    const outNames = this.graph.outputs.map((o) => o.name);
+    for (const o of this.graph.outputs) outputs.set(o.name, results.get(this.resolvedName(o.name))!);
+    const owned = new Set<Tensor>(outputs.values());
     const tapMap = new Map<string, TapResult>();
-    const resolvedOut = new Map(outNames.map((o) => [o, results.get(this.resolvedName(o))!]));
-    for (const [o, t] of resolvedOut) outputs.set(o, t);
-    const used = new Set<Tensor>(outputs.values());
     for (const t of taps) {
       let v = results.get(t.tensor)!;
-      if (used.has(v)) {
-        // The same tensor requested twice (or a tap that is also an output): give each owner its own copy.
-        v = cloneTensor(v);
-      }
-      used.add(v);
+      // The same tensor requested twice (or a tap that is also an output): each owner gets its own.
+      if (owned.has(v)) v = cloneTensor(v);
+      owned.add(v);
       tapMap.set(t.requested, { ...t, value: v });
     }
     for (const [name, t] of results) {
-      if (!used.has(t) && ![...outputs.values()].includes(t)) {
-        void name;
-        t.dispose();
-      }
+      if (!owned.has(t) && !name.startsWith('camgpu:grad:')) t.dispose();
     }
     return { outputs, taps: tapMap, timings, chunk, flops };
   }
@@ -309,15 +396,15 @@ export class Model {
     return cur;
   }
 
-  /** Releases every plan (their buffers return to the pool) and the model's constants. */
+  /** Releases every program (their buffers return to the pool) and the model's constants. */
   async dispose(): Promise<void> {
-    const plans = [...this.plans.values()];
-    this.plans.clear();
-    for (const p of plans) {
+    const programs = [...this.programs.values()];
+    this.programs.clear();
+    for (const p of programs) {
       try {
         (await p).plan.dispose();
       } catch {
-        // a plan that failed to build holds nothing
+        // a program that failed to build holds nothing
       }
     }
     this.weights.dispose();
@@ -331,3 +418,4 @@ function cloneTensor(t: Tensor): Tensor {
   t.ctx.device.queue.submit([enc.finish()]);
   return c;
 }
+

@@ -156,6 +156,71 @@ async function cmdRun(o: RunCliOptions): Promise<void> {
   ctx.destroy();
 }
 
+interface GradCliOptions {
+  model: string;
+  inputNpy: string;
+  class: string;
+  target: string;
+  wrt: string[];
+  out: string;
+  json: boolean;
+}
+
+function parseClasses(v: string, batch: number): 'argmax' | number[] {
+  if (v === 'argmax') return 'argmax';
+  const list = csv(v).map((s) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 0) throw new UsageError(`--class: '${s}' is not a class index`);
+    return n;
+  });
+  if (list.length === 1) return new Array<number>(batch).fill(list[0]);
+  if (list.length !== batch) throw new UsageError(`--class gives ${list.length} classes for a batch of ${batch}: give one, or one per image`);
+  return list;
+}
+
+async function cmdGrad(o: GradCliOptions): Promise<void> {
+  if (o.target !== 'logit' && o.target !== 'softmax') throw new UsageError(`--target must be logit or softmax, got '${o.target}'`);
+  const ctx = await GpuContext.create();
+  const model = loadModel(ctx, o.model);
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(readFileSync(o.inputNpy));
+  } catch (e) {
+    throw new InputError(`cannot read ${o.inputNpy}: ${(e as Error).message}`);
+  }
+  const arr = parseNpy(bytes, o.inputNpy);
+  const x = Tensor.fromData(ctx, arr.data, arr.shape);
+  const classes = parseClasses(o.class, arr.shape[0]);
+  const t0 = performance.now();
+  const r = await model.grad(x, { target: { of: o.target, classes }, wrt: o.wrt });
+  const written: Record<string, { tensor: string; how: string; shape: number[]; file: string }> = {};
+  mkdirSync(o.out, { recursive: true });
+  const used = new Set<string>();
+  for (const name of o.wrt) {
+    const g = r.gradients.get(name);
+    if (!g) throw new InputError(`the target does not depend on '${name}', so it has no gradient`);
+    let file = name === 'input' ? 'grad-input.npy' : `grad-${safeFileName(name)}.npy`;
+    for (let k = 2; used.has(file); k++) file = `grad-${safeFileName(name)}-${k}.npy`;
+    used.add(file);
+    writeFileSync(join(o.out, file), formatNpy(await g.value.read(), g.value.shape));
+    written[name] = { tensor: g.tensor, how: g.how, shape: [...g.value.shape], file };
+  }
+  const logits = await r.outputs.get(model.outputName)!.read();
+  writeFileSync(join(o.out, 'logits.npy'), formatNpy(logits, r.outputs.get(model.outputName)!.shape));
+  writeFileSync(join(o.out, 'taps.json'), `${JSON.stringify(written, null, 2)}\n`);
+  const ms = performance.now() - t0;
+  if (o.json) console.log(JSON.stringify({ model: o.model, target: o.target, classes, wrt: written, ms: Number(ms.toFixed(2)), chunk: r.chunk, out: o.out }, null, 2));
+  else {
+    for (const [name, w] of Object.entries(written)) console.log(`d${o.target}/d(${name}) -> ${w.tensor} [${w.shape.join('x')}] ${join(o.out, w.file)}`);
+    console.log(`forward + backward + readback: ${ms.toFixed(1)} ms (batch ${arr.shape[0]}, ${r.chunk} per pass)`);
+  }
+  x.dispose();
+  for (const t of r.outputs.values()) t.dispose();
+  for (const g of r.gradients.values()) g.value.dispose();
+  await model.dispose();
+  ctx.destroy();
+}
+
 async function cmdInfo(o: { json: boolean }): Promise<void> {
   const ctx = await GpuContext.create();
   const limits: Record<string, number> = {};
@@ -197,6 +262,17 @@ export function buildProgram(): Command {
     .option('--std <r,g,b>', 'normalization std (default ImageNet)', triple)
     .option('--no-normalize', 'feed [0,1] RGB without mean/std normalization')
     .action(cmdRun);
+  program
+    .command('grad')
+    .description('gradients of a class score with respect to the input and/or layers, written as .npy')
+    .requiredOption('--model <file>', 'ONNX model')
+    .requiredOption('--input-npy <file>', 'float32 NCHW .npy batch')
+    .option('--class <c>', "target class: 'argmax', one index for every image, or one per image (K1,K2,...)", 'argmax')
+    .option('--target <t>', "differentiate the 'logit' or the 'softmax' probability", 'logit')
+    .option('--wrt <names>', "'input' and/or layers (tensor names, node names, torch module paths)", csv, ['input'])
+    .requiredOption('--out <dir>', 'write grad-input.npy, grad-<name>.npy, logits.npy and taps.json here')
+    .option('--json', 'machine-readable output', false)
+    .action(cmdGrad);
   program
     .command('bench')
     .description('time forward passes: median, p10, p90 per batch, GFLOP/s, per-op GPU time')

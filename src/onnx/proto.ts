@@ -7,6 +7,8 @@ export type ModelProto = onnxProto.onnx.ModelProto;
 export type TensorProto = onnxProto.onnx.ITensorProto;
 export type AttributeProto = onnxProto.onnx.IAttributeProto;
 export type ValueInfoProto = onnxProto.onnx.IValueInfoProto;
+export type NodeProto = onnxProto.onnx.INodeProto;
+export type GraphProto = onnxProto.onnx.IGraphProto;
 
 /** protobufjs gives int64 fields as number or Long depending on magnitude. */
 export function int64(v: number | { toNumber(): number } | null | undefined): number {

@@ -36,11 +36,11 @@ export function largestActivationBytes(a: OpGraph): number {
 }
 
 /**
- * Materializes an analysis on the GPU: storage for every value (aliases share their
+ * Materializes an op graph on the GPU: storage for every value (aliases share their
  * source's buffer; buffers are reused once their last reader has run), constants from
  * the weight store, then every op lowered to prepared launches.
  */
-export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightStore, keep: ReadonlySet<string>): Promise<ExecutionPlan> {
+export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightStore, keep: ReadonlySet<string>, bound: ReadonlyMap<string, GPUBuffer> = new Map()): Promise<ExecutionPlan> {
   const limit = ctx.activationBindingLimit;
   const storage = new Map<string, Storage>();
   const rootOf = (name: string) => storage.get(name)?.root ?? name;
@@ -85,7 +85,8 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
   };
   const roots = new Map<string, Storage>();
   for (const s of storage.values()) roots.set(s.root, s);
-  for (const i of a.inputs) roots.get(i)!.buffer = take(roots.get(i)!.bytes, `input '${i}'`);
+  // Bound inputs (a trainer's parameters) are read in place; the others get a buffer to be copied into.
+  for (const i of a.inputs) roots.get(i)!.buffer = bound.get(i) ?? take(roots.get(i)!.bytes, `input '${i}'`);
   const byDef = new Map<number, Storage[]>();
   const byLastUse = new Map<number, Storage[]>();
   for (const s of roots.values()) {
@@ -197,7 +198,7 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
     const w = weights.whole(name, c, `result '${name}'`);
     return { shape, buffer: w.buffer, bytes: sizeOf(shape) * 4 };
   };
-  const inputs = new Map(a.inputs.map((i) => [i, slot(i)]));
+  const inputs = new Map(a.inputs.filter((i) => !bound.has(i)).map((i) => [i, slot(i)]));
   const results = new Map([...new Set([...a.outputs, ...keep])].map((r) => [r, slot(r)]));
   return ExecutionPlan.build(ctx, dispatches.filter((d) => d.workgroups.every((w) => w > 0)), inputs, results, owned, arenaBytes);
 }

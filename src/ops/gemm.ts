@@ -108,13 +108,23 @@ function batchStrides(own: number[], matrixSize: number, outBatch: number[]): nu
   });
 }
 
-export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: BoundTensor, act: Activation = NO_ACTIVATION): Lowered {
-  const a2 = a.shape.length === 1 ? [1, a.shape[0]] : [...a.shape];
-  const b2 = b.shape.length === 1 ? [b.shape[0], 1] : [...b.shape];
+/** Operands stored transposed in their last two axes (gradients read them so). */
+export interface MatMulTranspose {
+  transA?: boolean;
+  transB?: boolean;
+}
+
+export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: BoundTensor, act: Activation = NO_ACTIVATION, trans: MatMulTranspose = {}): Lowered {
+  const swap = (s: number[], on?: boolean) => (on ? [...s.slice(0, -2), s[s.length - 1], s[s.length - 2]] : s);
+  // a2, b2: the operands as the product sees them (after promotion and transposition).
+  const a2 = a.shape.length === 1 ? [1, a.shape[0]] : swap([...a.shape], trans.transA);
+  const b2 = b.shape.length === 1 ? [b.shape[0], 1] : swap([...b.shape], trans.transB);
   const M = a2[a2.length - 2];
   const K = a2[a2.length - 1];
   const N = b2[b2.length - 1];
-  matmulOutputShape(env.label, a.shape, b.shape);
+  const tA = a.shape.length > 1 && trans.transA === true;
+  const tB = b.shape.length > 1 && trans.transB === true;
+  matmulOutputShape(env.label, a2, b2);
   const fullBatch = broadcastShapes(a2.slice(0, -2), b2.slice(0, -2)) ?? [];
   const sa = batchStrides(a2.slice(0, -2), M * K, fullBatch);
   const sb = batchStrides(b2.slice(0, -2), K * N, fullBatch);
@@ -141,7 +151,7 @@ export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: Bo
   if (B1 * B2 > 65535) throw new ShapeError(env.label, `MatMul batch ${B1 * B2} exceeds 65535`);
   const kernel = gemmKernel({ source: 'strided', activation: act.kind, bias: false, tiling });
   const launches: Lowered = [];
-  if (env.ctx.kernelFamily === 'sg8') {
+  if (env.ctx.kernelFamily === 'sg8' && !tA) {
     // One batch level per launch: the outer axes and the second level become launches.
     const outer = [...axes, inner1];
     for (let o = 0; o < sizeOf(outer.map((x) => x.d)); o++) {
@@ -153,7 +163,7 @@ export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: Bo
         for (let k = 0; k < 3; k++) off[k] += c * outer[i].s[k];
       }
       launches.push(...lowerSg8Product({
-        M, N, K, batch: B2, bLayout: 'kn', a, b, c: y, bias: null,
+        M, N, K, batch: B2, bLayout: tB ? 'nk' : 'kn', a, b, c: y, bias: null,
         aOff: off[0], bOff: off[1], cOff: off[2], ldc: N, sa: inner2.s[0], sb: inner2.s[1], sc: inner2.s[2],
         biasOff: 0, biasSm: 0, biasSn: 0, alpha: 1, beta: 0, activation: act, label: env.label,
       }));
@@ -172,8 +182,8 @@ export function lowerMatMul(env: LowerEnv, a: BoundTensor, b: BoundTensor, y: Bo
       kernel,
       params: STRIDED_GEMM_PARAMS.pack({
         M, N, K, alpha: 1, beta: 0, ...activationParams(act), B2,
-        a_off: off[0], a_sb1: inner1.s[0], a_sb2: inner2.s[0], a_sm: K, a_sk: 1,
-        b_off: off[1], b_sb1: inner1.s[1], b_sb2: inner2.s[1], b_sk: N, b_sn: 1,
+        a_off: off[0], a_sb1: inner1.s[0], a_sb2: inner2.s[0], a_sm: tA ? 1 : K, a_sk: tA ? M : 1,
+        b_off: off[1], b_sb1: inner1.s[1], b_sb2: inner2.s[1], b_sk: tB ? 1 : N, b_sn: tB ? K : 1,
         c_off: off[2], c_sb1: inner1.s[2], c_sb2: inner2.s[2], c_sm: N, c_sn: 1,
         bias_off: 0, bias_sm: 0, bias_sn: 0,
       }),

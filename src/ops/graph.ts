@@ -3,6 +3,7 @@ import type { Activation } from './activation.js';
 import type { Conv2dAttrs } from './conv.js';
 import type { GemmAttrs } from './gemm.js';
 import type { Pool2dAttrs } from './pool.js';
+import type { BilinearOptions } from './resample.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
 
@@ -20,7 +21,8 @@ export interface OpOrigin {
 export type GraphOp =
   | { kind: 'conv'; node: OpOrigin; inputs: [string, string] | [string, string, string]; output: string; attrs: Conv2dAttrs }
   | { kind: 'gemm'; node: OpOrigin; inputs: [string, string] | [string, string, string]; output: string; attrs: GemmAttrs }
-  | { kind: 'matmul'; node: OpOrigin; inputs: [string, string]; output: string; activation: Activation }
+  /** NumPy matmul; transA / transB transpose the last two axes of an operand (gradients use them). */
+  | { kind: 'matmul'; node: OpOrigin; inputs: [string, string]; output: string; activation: Activation; transA?: boolean; transB?: boolean }
   | { kind: 'binary'; node: OpOrigin; op: BinaryOpKind; inputs: [string, string]; output: string; activation: Activation }
   | { kind: 'unary'; node: OpOrigin; inputs: [string]; output: string; activation: Activation }
   | { kind: 'affine'; node: OpOrigin; inputs: [string, string, string]; output: string; activation: Activation }
@@ -30,7 +32,27 @@ export type GraphOp =
   | { kind: 'concat'; node: OpOrigin; inputs: string[]; output: string; axis: number }
   | { kind: 'pad'; node: OpOrigin; inputs: [string]; output: string; pads: number[]; mode: PadMode; value: number }
   /** Same elements, new shape (Reshape, Flatten, Squeeze, Unsqueeze, Identity): no kernel. */
-  | { kind: 'alias'; node: OpOrigin; inputs: [string]; output: string };
+  | { kind: 'alias'; node: OpOrigin; inputs: [string]; output: string }
+  // Ops that tapes record (CAM math, objectives) beside the ONNX ones.
+  | { kind: 'reduce'; node: OpOrigin; reduce: ReduceKind; inputs: [string]; output: string; axes: number[] }
+  /** NumPy broadcast of the input to the output's shape. */
+  | { kind: 'broadcast'; node: OpOrigin; inputs: [string]; output: string }
+  | { kind: 'resize'; node: OpOrigin; inputs: [string]; output: string; options: BilinearOptions }
+  /** One-hot rows at the argmax of each row of a [N, C] tensor; has no gradient. */
+  | { kind: 'onehot_argmax'; node: OpOrigin; inputs: [string]; output: string }
+  // Vector-Jacobian products, appended by autodiff.
+  | { kind: 'conv_grad_input'; node: OpOrigin; inputs: [string, string]; output: string; attrs: Conv2dAttrs }
+  | { kind: 'conv_grad_weight'; node: OpOrigin; inputs: [string, string]; output: string; attrs: Conv2dAttrs }
+  | { kind: 'pool_grad'; node: OpOrigin; pool: 'max' | 'avg'; inputs: [string, string]; output: string; attrs: Pool2dAttrs }
+  | { kind: 'global_pool_grad'; node: OpOrigin; pool: 'max' | 'avg'; inputs: [string, string]; output: string }
+  | { kind: 'reduce_grad'; node: OpOrigin; reduce: ReduceKind; inputs: [string, string, string]; output: string; axes: number[] }
+  | { kind: 'activation_grad'; node: OpOrigin; activation: Activation; inputs: [string, string]; output: string }
+  | { kind: 'softmax_grad'; node: OpOrigin; inputs: [string, string]; output: string; axis: number; coerce2d: boolean; log: boolean }
+  | { kind: 'resize_grad'; node: OpOrigin; inputs: [string]; output: string; options: BilinearOptions }
+  | { kind: 'slice'; node: OpOrigin; inputs: [string]; output: string; axis: number; start: number }
+  | { kind: 'pad_grad'; node: OpOrigin; inputs: [string]; output: string; pads: number[]; mode: PadMode };
+
+export type ReduceKind = 'sum' | 'mean' | 'max' | 'min';
 
 /** Ops whose epilogue can absorb a following activation. */
 export function acceptsActivation(op: GraphOp): boolean {

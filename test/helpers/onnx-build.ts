@@ -1,6 +1,6 @@
 import { onnx } from '../../src/onnx/proto.js';
 
-/** Builds small ONNX models in tests (float32 tensors only). */
+/** Builds small ONNX models in tests (float32 tensors; int64 initializers for shapes and pads). */
 export interface NodeSpec {
   op: string;
   inputs: string[];
@@ -13,7 +13,7 @@ export function buildModel(spec: {
   nodes: NodeSpec[];
   inputs: { name: string; dims: (number | string)[] }[];
   outputs: { name: string; dims?: (number | string)[] }[];
-  initializers?: { name: string; dims: number[]; data: Float32Array }[];
+  initializers?: { name: string; dims: number[]; data: Float32Array | BigInt64Array }[];
   opset?: number;
 }): Uint8Array {
   const tensorType = (dims: (number | string)[] | undefined) => ({
@@ -42,7 +42,7 @@ export function buildModel(spec: {
       initializer: (spec.initializers ?? []).map((t) => ({
         name: t.name,
         dims: t.dims,
-        dataType: 1,
+        dataType: t.data instanceof BigInt64Array ? 7 : 1,
         rawData: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength),
       })),
     },
