@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type GemmAttrs, gemmOutputShape, lowerGemm, lowerMatMul, matmulOutputShape } from '../src/ops/gemm.js';
+import { type GemmAttrs, gemmOutputShape, lowerGemm, lowerGemmSplitK, lowerMatMul, matmulOutputShape } from '../src/ops/gemm.js';
 import { lowerPool, type Pool2dAttrs, poolOutputShape } from '../src/ops/pool.js';
 import { bound, type Lowered } from '../src/ops/types.js';
 import { EagerEnv } from '../src/ops/env.js';
@@ -151,6 +151,37 @@ describe.each(KERNEL_FAMILIES)('MatMul (%s kernels)', (family) => {
       const got = await execute(mmEnv, lowerMatMul(mmEnv, bound(as, A.buffer), bound(bs, B.buffer), bound(ys, Y.buffer)), Y);
       expect(relError(got, ref.data), label).toBeLessThan(1e-5);
       for (const t of [A, B, Y]) t.dispose();
+    }
+  });
+});
+
+describe.each(KERNEL_FAMILIES)('Gemm with B split by rows over bindings (%s kernels)', (family) => {
+  it('sums the chunks of the reduction, with C, alpha, beta and activation', async () => {
+    const ctx = await gpuFamily(family);
+    const rand = rng(31);
+    for (let trial = 0; trial < 12; trial++) {
+      const M = randInt(rand, 1, 9);
+      const N = randInt(rand, 1, 30);
+      const K = randInt(rand, 3, 40);
+      const transA = rand() < 0.5;
+      const attrs: GemmAttrs = { transA, transB: false, alpha: pick(rand, [1, 0.5]), beta: pick(rand, [1, 2]), activation: pick(rand, [{ kind: 'none' }, { kind: 'relu' }] as const) };
+      const cShape = pick(rand, [null, [N], [M, N]]);
+      const a = randomArray(M * K, rand);
+      const b = randomArray(K * N, rand);
+      const c = cShape ? randomArray(cShape.reduce((p, q) => p * q, 1), rand) : null;
+      const ref = gemmRef(a, b, c, cShape ?? [], M, N, K, transA, false, attrs.alpha, attrs.beta).map((v) => (attrs.activation.kind === 'relu' ? Math.max(v, 0) : v));
+      const cuts = [0, randInt(rand, 1, K - 2), K].sort((p, q) => p - q);
+      if (rand() < 0.5) cuts.splice(2, 0, randInt(rand, cuts[1] + 1, K - 1));
+      const A = Tensor.fromData(ctx, a, transA ? [K, M] : [M, K]);
+      const C = c && cShape ? Tensor.fromData(ctx, c, cShape) : null;
+      const Y = Tensor.empty(ctx, [M, N]);
+      const parts = cuts.slice(0, -1).map((k0, i) => ({ k0, count: cuts[i + 1] - k0 })).filter((p) => p.count > 0);
+      const bs = parts.map((p) => Tensor.fromData(ctx, b.subarray(p.k0 * N, (p.k0 + p.count) * N), [p.count, N]));
+      const env = new EagerEnv(ctx, 'gemm-split-k');
+      const launches = lowerGemmSplitK(env, bound(A.shape, A.buffer), parts.map((p, i) => ({ b: bound([p.count, N], bs[i].buffer), kOffset: p.k0, kCount: p.count })), C ? bound(cShape!, C.buffer) : null, bound([M, N], Y.buffer), attrs);
+      const got = await execute(env, launches, Y);
+      expect(relError(got, ref), `trial ${trial}: ${JSON.stringify({ M, N, K, transA, cuts, cShape })}`).toBeLessThan(1e-5);
+      for (const t of [A, Y, ...bs, ...(C ? [C] : [])]) t.dispose();
     }
   });
 });

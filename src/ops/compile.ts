@@ -1,7 +1,13 @@
+import { lowerOnehotArgmax } from './argmax.js';
 import { lowerConv } from './conv.js';
+import { lowerConvGradInput, lowerConvGradWeight } from './grad-conv.js';
+import { lowerActivationGrad, lowerSoftmaxGrad } from './grad-elementwise.js';
+import { lowerGlobalPoolGrad, lowerPoolGrad } from './grad-pool.js';
+import { lowerBroadcast, lowerReduce, lowerReduceGrad } from './reduce.js';
+import { lowerBilinear, lowerBilinearGrad } from './resample.js';
 import { lowerBinary, lowerChannelAffine, lowerUnary } from './elementwise.js';
-import { lowerGemm, lowerMatMul } from './gemm.js';
-import { lowerConcat, lowerPad, lowerSoftmax } from './layout.js';
+import { lowerGemm, lowerGemmSplitK, lowerMatMul } from './gemm.js';
+import { lowerConcat, lowerPad, lowerPadGrad, lowerSlice, lowerSoftmax } from './layout.js';
 import { lowerGlobalPool, lowerPool } from './pool.js';
 import type { BoundTensor, LowerEnv } from './types.js';
 import { sizeClass } from '../runtime/buffer-pool.js';
@@ -120,7 +126,10 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
       derive: (key, source, bytes, shape, make) => {
         const constName = constantOf.get(source.binding.buffer);
         if (constName !== undefined) {
-          const buffer = weights.derived(`${constName}|${key}`, bytes, (dst) => make({ shape, binding: { buffer: dst, offset: 0, size: Math.max(4, bytes) } }));
+          const derivedName = `${constName}|${key}`;
+          const buffer = weights.derived(derivedName, bytes, (dst) => make({ shape, binding: { buffer: dst, offset: 0, size: Math.max(4, bytes) } }));
+          // Derived from a constant is constant: what is derived from it in turn is computed once too.
+          constantOf.set(buffer, derivedName);
           return { shape, binding: { buffer, offset: 0, size: Math.max(4, bytes) } };
         }
         const dst = env.scratch(bytes, shape);
@@ -129,6 +138,7 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
       },
     };
     const y = () => bind(op.output, op);
+    const bind4d = (name: string, o: GraphOp) => bind(name, o, as4d(a.shapes.get(name)!));
     switch (op.kind) {
       case 'alias':
         break;
@@ -151,13 +161,21 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
             const Bc: BoundTensor = { shape: [chunk.rows, bConst.dims[1]], binding: { buffer: chunk.buffer, offset: 0, size: chunk.bytes } };
             dispatches.push(...lowerGemm(env, A, Bc, c, Y, op.attrs, { nOffset: chunk.rowOffset, nCount: chunk.rows }));
           }
+        } else if (bConst && sizeOf(bConst.dims) * 4 > limit) {
+          // Rows of B are a slice of the reduction: partial products, then their sum.
+          const chunks = weights.chunked(bName, bConst, `node '${op.node.name}' (Gemm)`).map((ch) => ({
+            b: { shape: [ch.rows, bConst.dims[1]], binding: { buffer: ch.buffer, offset: 0, size: ch.bytes } },
+            kOffset: ch.rowOffset,
+            kCount: ch.rows,
+          }));
+          dispatches.push(...lowerGemmSplitK(env, A, chunks, c, Y, op.attrs));
         } else {
           dispatches.push(...lowerGemm(env, A, bind(bName, op), c, Y, op.attrs));
         }
         break;
       }
       case 'matmul':
-        dispatches.push(...lowerMatMul(env, bind(op.inputs[0], op), bind(op.inputs[1], op), y(), op.activation));
+        dispatches.push(...lowerMatMul(env, bind(op.inputs[0], op), bind(op.inputs[1], op), y(), op.activation, { transA: op.transA, transB: op.transB }));
         break;
       case 'binary':
         dispatches.push(...lowerBinary(env, op.op, bind(op.inputs[0], op), bind(op.inputs[1], op), y(), op.activation));
@@ -183,6 +201,52 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
       case 'pad':
         dispatches.push(...lowerPad(env, bind(op.inputs[0], op), y(), op.pads, op.mode, op.value));
         break;
+      case 'reduce':
+        dispatches.push(...lowerReduce(env, op.reduce, bind(op.inputs[0], op), y(), op.axes));
+        break;
+      case 'broadcast':
+        dispatches.push(...lowerBroadcast(env, bind(op.inputs[0], op), y()));
+        break;
+      case 'resize':
+        dispatches.push(...lowerBilinear(env, bind(op.inputs[0], op), y(), a.shapes.get(op.output)!, op.options));
+        break;
+      case 'onehot_argmax':
+        dispatches.push(...lowerOnehotArgmax(env, bind(op.inputs[0], op), y()));
+        break;
+      case 'conv_grad_input':
+        dispatches.push(...lowerConvGradInput(env, bind4d(op.inputs[0], op), bind4d(op.inputs[1], op), bind4d(op.output, op), op.attrs));
+        break;
+      case 'conv_grad_weight':
+        dispatches.push(...lowerConvGradWeight(env, bind4d(op.inputs[0], op), bind4d(op.inputs[1], op), bind4d(op.output, op), op.attrs));
+        break;
+      case 'pool_grad':
+        dispatches.push(...lowerPoolGrad(env, op.pool, bind4d(op.inputs[0], op), bind4d(op.inputs[1], op), bind4d(op.output, op), op.attrs));
+        break;
+      case 'global_pool_grad':
+        dispatches.push(...lowerGlobalPoolGrad(env, op.pool, bind(op.inputs[0], op), bind(op.inputs[1], op), y()));
+        break;
+      case 'reduce_grad':
+        dispatches.push(...lowerReduceGrad(env, op.reduce, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), y(), op.axes));
+        break;
+      case 'activation_grad':
+        dispatches.push(...lowerActivationGrad(env, op.activation, bind(op.inputs[0], op), bind(op.inputs[1], op), y()));
+        break;
+      case 'softmax_grad':
+        dispatches.push(...lowerSoftmaxGrad(env, bind(op.inputs[0], op), bind(op.inputs[1], op), y(), op.axis, op.coerce2d, op.log));
+        break;
+      case 'resize_grad':
+        dispatches.push(...lowerBilinearGrad(env, bind(op.inputs[0], op), y(), op.options));
+        break;
+      case 'slice':
+        dispatches.push(...lowerSlice(env, bind(op.inputs[0], op), y(), op.axis, op.start));
+        break;
+      case 'pad_grad':
+        dispatches.push(...lowerPadGrad(env, bind(op.inputs[0], op), y(), op.pads, op.mode));
+        break;
+      default: {
+        const never: never = op;
+        throw new Error(`internal: no lowering for ${(never as GraphOp).kind}`);
+      }
     }
     for (const [buffer, bytes] of transient) release(buffer, bytes);
     for (const st of byLastUse.get(idx) ?? []) {

@@ -15,7 +15,8 @@ export type ConvPath = 'matmul' | 'winograd4' | 'winograd2' | 'direct';
  * The sg8 path for a convolution, from measured crossovers on lavapipe (NOTES.md):
  * unit-stride unpadded 1×1 convs whose K and spatial size are multiples of 4 are plain
  * matmuls; 3×3 unit-stride undilated convs of at least 20 MFLOP use Winograd F(4×4) when
- * they have at least 32 output tiles of 4×4, else F(2×2) with at least 16 tiles of 2×2;
+ * they have at least 32 output tiles of 4×4 (unless the op forbids F(4×4)), else F(2×2)
+ * with at least 16 tiles of 2×2;
  * everything else is the direct implicit GEMM.
  */
 export function chooseConvPath(x: readonly number[], w: readonly number[], y: readonly number[], a: Conv2dAttrs): ConvPath {
@@ -26,7 +27,7 @@ export function chooseConvPath(x: readonly number[], w: readonly number[], y: re
   if (a.groups === 1 && kh === 1 && kw === 1 && unit && a.pads.every((p) => p === 0) && (h * wd) % 4 === 0 && c % 4 === 0) return 'matmul';
   const flops = 2 * n * cout * oh * ow * c * kh * kw;
   if (a.groups === 1 && kh === 3 && kw === 3 && unit && flops >= 2e7) {
-    if (n * Math.ceil(oh / 4) * Math.ceil(ow / 4) >= 32) return 'winograd4';
+    if (a.winograd4 !== false && n * Math.ceil(oh / 4) * Math.ceil(ow / 4) >= 32) return 'winograd4';
     if (n * Math.ceil(oh / 2) * Math.ceil(ow / 2) >= 16) return 'winograd2';
   }
   return 'direct';

@@ -13,6 +13,13 @@ export interface Conv2dAttrs {
   dilations: [number, number];
   groups: number;
   activation: Activation;
+  /**
+   * Allow Winograd F(4×4), which trades ~1e-5 relative error for a quarter of the
+   * multiplications (default true). Programs that take gradients turn it off in their
+   * forward pass: that error can flip a max-pool or ReLU decision near a tie and route a
+   * gradient elsewhere than the exact computation would.
+   */
+  winograd4?: boolean;
 }
 
 export type AutoPad = 'NOTSET' | 'SAME_UPPER' | 'SAME_LOWER' | 'VALID';

@@ -2,6 +2,7 @@ import { ShapeError } from '../runtime/errors.js';
 import { broadcastShapes, formatShape, type Shape, sizeOf, stridesOf } from '../runtime/shape.js';
 import { DEFAULT_TILING, gemmKernel, STRIDED_GEMM_PARAMS } from '../shaders/gemm.js';
 import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
+import { lowerBinary, lowerUnary } from './elementwise.js';
 import { lowerSg8Product } from './gemm-sg8.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
@@ -74,6 +75,68 @@ export function lowerGemm(env: LowerEnv, a: BoundTensor, b: BoundTensor, c: Boun
     label: env.label,
     flops: 2 * M * nCount * K,
   }];
+}
+
+/** A binding-sized piece of B = [K, N]: its rows [kOffset, kOffset + kCount). */
+export interface RowChunk {
+  b: BoundTensor;
+  kOffset: number;
+  kCount: number;
+}
+
+/**
+ * Gemm with B [K, N] (not transposed) split by rows over several bindings: a chunk of
+ * the reduction each. Every chunk's partial product goes to its own scratch buffer (C
+ * and beta ride on the first), and a chain of additions sums them into Y with the
+ * activation; a binding cannot be read and written by one launch, so Y is written once.
+ */
+export function lowerGemmSplitK(env: LowerEnv, a: BoundTensor, chunks: readonly RowChunk[], c: BoundTensor | null, y: BoundTensor, attrs: GemmAttrs): Lowered {
+  if (attrs.transB) throw new ShapeError(env.label, 'lowerGemmSplitK takes B as [K, N]');
+  const [M, N] = y.shape;
+  const K = attrs.transA ? a.shape[0] : a.shape[1];
+  const tiling = DEFAULT_TILING;
+  const launches: Lowered = [];
+  const partials: BoundTensor[] = [];
+  chunks.forEach((ch, i) => {
+    const p = env.scratch(M * N * 4, [M, N]);
+    const bias = i === 0 && c !== null;
+    let biasSm = 0;
+    let biasSn = 0;
+    if (bias && c) {
+      const cm = c.shape.length === 2 ? c.shape[0] : 1;
+      const cn = c.shape.length >= 1 ? c.shape[c.shape.length - 1] : 1;
+      biasSm = cm === 1 ? 0 : cn;
+      biasSn = cn === 1 ? 0 : 1;
+    }
+    launches.push({
+      kernel: gemmKernel({ source: 'strided', activation: 'none', bias, tiling }),
+      params: STRIDED_GEMM_PARAMS.pack({
+        M, N, K: ch.kCount, alpha: attrs.alpha, beta: bias ? attrs.beta : 0, act_a: 0, act_b: 0, B2: 1,
+        a_off: attrs.transA ? ch.kOffset * M : ch.kOffset, a_sb1: 0, a_sb2: 0, a_sm: attrs.transA ? 1 : K, a_sk: attrs.transA ? M : 1,
+        b_off: 0, b_sb1: 0, b_sb2: 0, b_sk: N, b_sn: 1,
+        c_off: 0, c_sb1: 0, c_sb2: 0, c_sm: N, c_sn: 1,
+        bias_off: 0, bias_sm: biasSm, bias_sn: biasSn,
+      }),
+      buffers: bias && c ? [a.binding, ch.b.binding, c.binding, p.binding] : [a.binding, ch.b.binding, p.binding],
+      workgroups: [cdiv(N, tiling.tileN * tiling.wgX), cdiv(M, tiling.tileM * tiling.wgY), 1],
+      label: env.label,
+      flops: 2 * M * N * ch.kCount,
+    });
+    partials.push(p);
+  });
+  const act = attrs.activation ?? NO_ACTIVATION;
+  if (partials.length === 1) {
+    launches.push(...lowerUnary(env, partials[0], y, act));
+    return launches;
+  }
+  let acc = partials[0];
+  for (let i = 1; i < partials.length; i++) {
+    const last = i === partials.length - 1;
+    const out = last ? y : env.scratch(M * N * 4, [M, N]);
+    launches.push(...lowerBinary(env, 'add', acc, partials[i], out, last ? act : NO_ACTIVATION));
+    acc = out;
+  }
+  return launches;
 }
 
 /** NumPy matmul shape rule (1-D operands promoted and the promoted axis dropped). */

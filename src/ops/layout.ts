@@ -1,8 +1,11 @@
 import { ShapeError } from '../runtime/errors.js';
 import { grid1d } from '../runtime/kernel.js';
-import { formatShape, normalizeAxis, type Shape, sizeOf } from '../runtime/shape.js';
+import { formatShape, normalizeAxis, type Shape, shapeEquals, sizeOf } from '../runtime/shape.js';
 import { EW_WG, MAX_BCAST_RANK } from '../shaders/elementwise.js';
-import { PAD_PARAMS, type PadMode, padKernel, SLICE_COPY_PARAMS, SOFTMAX_PARAMS, sliceCopyKernel, softmaxKernel } from '../shaders/layout.js';
+import {
+  PAD_GRAD_PARAMS, PAD_PARAMS, type PadMode, padGradKernel, padKernel, SLICE_COPY_PARAMS, SLICE_READ_PARAMS, SOFTMAX_PARAMS,
+  sliceCopyKernel, sliceReadKernel, softmaxKernel,
+} from '../shaders/layout.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 /** Softmax over `axis`; `coerce2d` gives the pre-opset-13 rule (flatten [axis, rank) into one axis). */
@@ -96,4 +99,65 @@ export function lowerPad(env: LowerEnv, x: BoundTensor, y: BoundTensor, pads: nu
     label: env.label,
     flops: 0,
   }];
+}
+
+/** y = x[..., start : start + y.shape[axis], ...] along `axis` (Concat's gradient for one input). */
+export function lowerSlice(env: LowerEnv, x: BoundTensor, y: BoundTensor, axis: number, start: number): Lowered {
+  const rank = x.shape.length;
+  const ax = normalizeAxis(axis, rank);
+  if (ax < 0 || ax >= rank) throw new ShapeError(env.label, `slice axis ${axis} out of range for ${formatShape(x.shape)}`);
+  const len = y.shape[ax];
+  const ok = y.shape.length === rank && y.shape.every((d, i) => i === ax || d === x.shape[i]);
+  if (!ok || start < 0 || start + len > x.shape[ax]) {
+    throw new ShapeError(env.label, `cannot slice ${formatShape(y.shape)} from ${formatShape(x.shape)} at ${start} on axis ${ax}`);
+  }
+  const n = sizeOf(y.shape);
+  if (n === 0) return [];
+  return [{
+    kernel: sliceReadKernel(),
+    params: SLICE_READ_PARAMS.pack({ n, out_axis: len, inner: sizeOf(x.shape.slice(ax + 1)), in_axis: x.shape[ax], offset: start }),
+    buffers: [x.binding, y.binding],
+    workgroups: grid1d(cdiv(n, EW_WG)),
+    label: env.label,
+    flops: 0,
+  }];
+}
+
+/**
+ * Gradient of lowerPad (any mode, negative pads included): gx[i] sums gy over every output
+ * position the forward maps to i. Axes are independent, so it runs one 1-D gather per
+ * padded axis (outermost first), through scratch buffers between them; with no padded
+ * axis it is a copy.
+ */
+export function lowerPadGrad(env: LowerEnv, gy: BoundTensor, gx: BoundTensor, pads: number[], mode: PadMode): Lowered {
+  const r = gx.shape.length;
+  const want = padOutputShape(env.label, gx.shape, pads);
+  if (!shapeEquals(want, gy.shape)) throw new ShapeError(env.label, `Pad gradient ${formatShape(gy.shape)} should be ${formatShape(want)}`);
+  if (mode !== 'constant' && gx.shape.some((d, i) => d === 0 && (pads[i] > 0 || pads[i + r] > 0))) {
+    throw new ShapeError(env.label, `Pad mode ${mode} cannot pad an empty axis of ${formatShape(gx.shape)}`);
+  }
+  if (sizeOf(gx.shape) === 0) return [];
+  const axes = gx.shape.map((_, i) => i).filter((i) => pads[i] !== 0 || pads[i + r] !== 0);
+  // With no padded axis the gradient is gy itself: one pass of the constant gather on the last axis copies it.
+  if (axes.length === 0) axes.push(Math.max(r - 1, 0));
+  const shape = [...gy.shape];
+  let src = gy;
+  const out: Lowered = [];
+  axes.forEach((ax, k) => {
+    const len = gx.shape[ax] ?? 1;
+    const outLen = shape[ax] ?? 1;
+    shape[ax] = len;
+    const dst = k === axes.length - 1 ? gx : env.scratch(sizeOf(shape) * 4, [...shape]);
+    const n = sizeOf(shape);
+    out.push({
+      kernel: padGradKernel(r === 0 ? 'constant' : mode),
+      params: PAD_GRAD_PARAMS.pack({ n, len, out_len: outLen, inner: sizeOf(shape.slice(ax + 1)), pb: r === 0 ? 0 : pads[ax] }),
+      buffers: [src.binding, dst.binding],
+      workgroups: grid1d(cdiv(n, EW_WG)),
+      label: env.label,
+      flops: 0,
+    });
+    src = dst;
+  });
+  return out;
 }

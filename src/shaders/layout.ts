@@ -121,3 +121,99 @@ ${R.map((k) => {
 `,
   };
 }
+
+export const SLICE_READ_PARAMS = new ParamLayout([
+  ['n', 'u32'],
+  ['out_axis', 'u32'],
+  ['inner', 'u32'],
+  ['in_axis', 'u32'],
+  ['offset', 'u32'],
+]);
+
+/** Y (outer × out_axis × inner) = X's axis range [offset, offset + out_axis): Slice, and Concat's gradient. */
+export function sliceReadKernel(): KernelDef {
+  return {
+    key: 'slice_read',
+    params: SLICE_READ_PARAMS,
+    storage: [
+      { name: 'X', access: 'read', element: 'f32' },
+      { name: 'Y', access: 'read_write', element: 'f32' },
+    ],
+    body: `${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${EW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
+  if (i >= params.n) { return; }
+  let inner = i % params.inner;
+  let a = (i / params.inner) % params.out_axis;
+  let o = i / (params.inner * params.out_axis);
+  Y[i] = X[(o * params.in_axis + params.offset + a) * params.inner + inner];
+}
+`,
+  };
+}
+
+export const PAD_GRAD_PARAMS = new ParamLayout([
+  ['n', 'u32'],
+  ['len', 'u32'],
+  ['out_len', 'u32'],
+  ['inner', 'u32'],
+  ['pb', 'i32'],
+]);
+
+/**
+ * Gradient of Pad along one axis (GY outer × out_len × inner → GX outer × len × inner):
+ * GX[c] sums GY over every output coordinate o that padKernel maps to c, i.e. the preimage
+ * of c under the mode's map of o − pb: {c + pb} (constant), that plus the whole border run
+ * at either end (edge), c + pb + k·len (wrap), or the two residues ±c + pb modulo the
+ * reflection period 2(len − 1) (reflect). Summed in increasing o per residue: deterministic.
+ */
+export function padGradKernel(mode: PadMode): KernelDef {
+  const gather: Record<PadMode, string> = {
+    constant: `  let o = c + params.pb;
+  if (o >= 0 && o < od) { acc = GY[base + u32(o) * params.inner]; }`,
+    edge: `  let lo = select(c + params.pb, 0, c == 0);
+  let hi = select(c + params.pb, od - 1, c == len - 1);
+  for (var o = max(lo, 0); o <= min(hi, od - 1); o++) { acc += GY[base + u32(o) * params.inner]; }`,
+    wrap: `  var o = (c + params.pb) % len;
+  if (o < 0) { o += len; }
+  for (; o < od; o += len) { acc += GY[base + u32(o) * params.inner]; }`,
+    reflect: `  if (len == 1) {
+    for (var o = 0; o < od; o++) { acc += GY[base + u32(o) * params.inner]; }
+  } else {
+    let period = 2 * (len - 1);
+    var r1 = (c + params.pb) % period;
+    if (r1 < 0) { r1 += period; }
+    var r2 = (params.pb - c) % period;
+    if (r2 < 0) { r2 += period; }
+    for (var o = r1; o < od; o += period) { acc += GY[base + u32(o) * params.inner]; }
+    if (r2 != r1) {
+      for (var o = r2; o < od; o += period) { acc += GY[base + u32(o) * params.inner]; }
+    }
+  }`,
+  };
+  return {
+    key: `pad_grad/${mode}`,
+    params: PAD_GRAD_PARAMS,
+    storage: [
+      { name: 'GY', access: 'read', element: 'f32' },
+      { name: 'GX', access: 'read_write', element: 'f32' },
+    ],
+    body: `${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${EW_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
+  if (i >= params.n) { return; }
+  let inner = i % params.inner;
+  let c = i32((i / params.inner) % params.len);
+  let outer = i / (params.inner * params.len);
+  let len = i32(params.len);
+  let od = i32(params.out_len);
+  let base = outer * params.out_len * params.inner + inner;
+  var acc = 0.0;
+${gather[mode]}
+  GX[i] = acc;
+}
+`,
+  };
+}

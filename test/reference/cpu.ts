@@ -153,3 +153,199 @@ export function matmulRef(a: Arr, aShape: number[], b: Arr, bShape: number[]): {
   if (bShape.length === 1) shape.splice(shape.length - 1, 1);
   return { data: out, shape };
 }
+
+/** One output y[n, co, oh, ow] of conv2dRef (no bias): finite differences re-evaluate only the outputs a perturbation reaches. */
+export function conv2dAtRef(x: Arr, xs: number[], w: Arr, ws: number[], a: ConvRefAttrs, n: number, co: number, oh: number, ow: number): number {
+  const [, c, h, wd] = xs;
+  const [cout, cig, kh, kw] = ws;
+  const g = Math.floor(co / (cout / a.groups));
+  let s = 0;
+  for (let ci = 0; ci < cig; ci++)
+    for (let p = 0; p < kh; p++) {
+      const iy = oh * a.strides[0] - a.pads[0] + p * a.dilations[0];
+      if (iy < 0 || iy >= h) continue;
+      for (let q = 0; q < kw; q++) {
+        const ix = ow * a.strides[1] - a.pads[1] + q * a.dilations[1];
+        if (ix < 0 || ix >= wd) continue;
+        s += x[((n * c + g * cig + ci) * h + iy) * wd + ix] * w[((co * cig + ci) * kh + p) * kw + q];
+      }
+    }
+  return s;
+}
+
+function normAxes(rank: number, axes: number[]): Set<number> {
+  return new Set(axes.map((a) => (a < 0 ? a + rank : a)));
+}
+
+/** Reduction with keepdims over `axes` (an empty list reduces nothing). */
+export function reduceRef(kind: 'sum' | 'mean' | 'max' | 'min', x: Arr, xs: number[], axes: number[]): { data: Float64Array; shape: number[] } {
+  const set = normAxes(xs.length, axes);
+  const shape = xs.map((d, i) => (set.has(i) ? 1 : d));
+  const total = shape.reduce((p, q) => p * q, 1);
+  const init = kind === 'max' ? -Infinity : kind === 'min' ? Infinity : 0;
+  const out = new Float64Array(total).fill(init);
+  let count = 1;
+  set.forEach((a) => (count *= xs[a]));
+  const size = xs.reduce((p, q) => p * q, 1);
+  for (let i = 0; i < size; i++) {
+    let rem = i;
+    let o = 0;
+    let mul = 1;
+    for (let d = xs.length - 1; d >= 0; d--) {
+      const c = rem % xs[d];
+      rem = Math.floor(rem / xs[d]);
+      if (!set.has(d)) o += c * mul;
+      mul *= shape[d];
+    }
+    const v = x[i];
+    out[o] = kind === 'max' ? Math.max(out[o], v) : kind === 'min' ? Math.min(out[o], v) : out[o] + v;
+  }
+  if (kind === 'mean') for (let o = 0; o < total; o++) out[o] /= count;
+  return { data: out, shape };
+}
+
+/** NumPy broadcast of x to `ys` (x's axes right-aligned). */
+export function broadcastRef(x: Arr, xs: number[], ys: number[]): Float64Array {
+  const size = ys.reduce((p, q) => p * q, 1);
+  const out = new Float64Array(size);
+  const off = ys.length - xs.length;
+  for (let i = 0; i < size; i++) {
+    let rem = i;
+    let src = 0;
+    let mul = 1;
+    for (let d = ys.length - 1; d >= 0; d--) {
+      const c = rem % ys[d];
+      rem = Math.floor(rem / ys[d]);
+      const j = d - off;
+      if (j >= 0) {
+        if (xs[j] !== 1) src += c * mul;
+        mul *= xs[j];
+      }
+    }
+    out[i] = x[src];
+  }
+  return out;
+}
+
+export interface BilinearRefOptions {
+  alignCorners: boolean;
+  scaled?: [number, number];
+  offset?: [number, number];
+}
+
+/** Bilinear resize of every plane of x [..., H, W] to the window [offY, offY + outH) × [offX, offX + outW) of the image scaled to `scaled`. */
+export function bilinearRef(x: Arr, xs: number[], outH: number, outW: number, o: BilinearRefOptions): { data: Float64Array; shape: number[] } {
+  const [inH, inW] = xs.slice(-2);
+  const planes = xs.slice(0, -2).reduce((p, q) => p * q, 1);
+  const [sh, sw] = o.scaled ?? [outH, outW];
+  const [oy0, ox0] = o.offset ?? [0, 0];
+  const src = (v: number, inn: number, sc: number) => {
+    if (o.alignCorners) return sc > 1 ? (v * (inn - 1)) / (sc - 1) : 0;
+    return Math.max(((v + 0.5) * inn) / sc - 0.5, 0);
+  };
+  const out = new Float64Array(planes * outH * outW);
+  for (let p = 0; p < planes; p++)
+    for (let y = 0; y < outH; y++) {
+      const sy = src(y + oy0, inH, sh);
+      const y0 = Math.min(Math.floor(sy), inH - 1);
+      const y1 = Math.min(y0 + 1, inH - 1);
+      const wy = sy - y0;
+      for (let xq = 0; xq < outW; xq++) {
+        const sx = src(xq + ox0, inW, sw);
+        const x0 = Math.min(Math.floor(sx), inW - 1);
+        const x1 = Math.min(x0 + 1, inW - 1);
+        const wx = sx - x0;
+        const at = (yy: number, xx: number) => x[(p * inH + yy) * inW + xx];
+        const top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx;
+        const bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx;
+        out[(p * outH + y) * outW + xq] = top * (1 - wy) + bottom * wy;
+      }
+    }
+  return { data: out, shape: [...xs.slice(0, -2), outH, outW] };
+}
+
+/** ONNX Pad, pads = [b_0 … b_{r−1}, e_0 … e_{r−1}] (negative pads crop). */
+export function padRef(x: Arr, xs: number[], pads: number[], mode: 'constant' | 'reflect' | 'edge' | 'wrap', value: number): { data: Float64Array; shape: number[] } {
+  const r = xs.length;
+  const ys = xs.map((d, i) => d + pads[i] + pads[i + r]);
+  const size = ys.reduce((p, q) => p * q, 1);
+  const out = new Float64Array(size);
+  const map = (c: number, len: number): number | null => {
+    if (mode === 'constant') return c >= 0 && c < len ? c : null;
+    if (mode === 'edge') return Math.min(Math.max(c, 0), len - 1);
+    if (mode === 'wrap') return ((c % len) + len) % len;
+    if (len === 1) return 0;
+    const period = 2 * (len - 1);
+    const m = ((c % period) + period) % period;
+    return m >= len ? period - m : m;
+  };
+  for (let i = 0; i < size; i++) {
+    let rem = i;
+    let src = 0;
+    let mul = 1;
+    let inside = true;
+    for (let d = r - 1; d >= 0; d--) {
+      const c = rem % ys[d];
+      rem = Math.floor(rem / ys[d]);
+      const m = map(c - pads[d], xs[d]);
+      if (m === null) inside = false;
+      else src += m * mul;
+      mul *= xs[d];
+    }
+    out[i] = inside ? x[src] : value;
+  }
+  return { data: out, shape: ys };
+}
+
+/** Softmax / log-softmax along `axis`; coerce2d flattens [axis, rank) into one axis (pre-opset-13). */
+export function softmaxRef(x: Arr, xs: number[], axis: number, coerce2d: boolean, log: boolean): Float64Array {
+  const ax = axis < 0 ? axis + xs.length : axis;
+  const prod = (s: number[]) => s.reduce((p, q) => p * q, 1);
+  const outer = prod(xs.slice(0, ax));
+  const len = coerce2d ? prod(xs.slice(ax)) : xs[ax];
+  const inner = coerce2d ? 1 : prod(xs.slice(ax + 1));
+  const out = new Float64Array(outer * len * inner);
+  for (let o = 0; o < outer; o++)
+    for (let i = 0; i < inner; i++) {
+      const at = (a: number) => (o * len + a) * inner + i;
+      let m = -Infinity;
+      for (let a = 0; a < len; a++) m = Math.max(m, x[at(a)]);
+      let s = 0;
+      for (let a = 0; a < len; a++) s += Math.exp(x[at(a)] - m);
+      for (let a = 0; a < len; a++) out[at(a)] = log ? x[at(a)] - m - Math.log(s) : Math.exp(x[at(a)] - m) / s;
+    }
+  return out;
+}
+
+/** Mean or max over each N×C plane of an N×C×spatial tensor. */
+export function globalPoolRef(kind: 'max' | 'avg', x: Arr, xs: number[]): { data: Float64Array; shape: number[] } {
+  const planes = xs[0] * xs[1];
+  const size = xs.slice(2).reduce((p, q) => p * q, 1);
+  const out = new Float64Array(planes);
+  for (let p = 0; p < planes; p++) {
+    let m = -Infinity;
+    let s = 0;
+    for (let j = 0; j < size; j++) {
+      m = Math.max(m, x[p * size + j]);
+      s += x[p * size + j];
+    }
+    out[p] = kind === 'max' ? m : s / size;
+  }
+  return { data: out, shape: [xs[0], xs[1], ...xs.slice(2).map(() => 1)] };
+}
+
+/** Concatenation along `axis`. */
+export function concatRef(xs: Arr[], shapes: number[][], axis: number): { data: Float64Array; shape: number[] } {
+  const shape = [...shapes[0]];
+  shape[axis] = shapes.reduce((p, s) => p + s[axis], 0);
+  const outer = shape.slice(0, axis).reduce((p, q) => p * q, 1);
+  const inner = shape.slice(axis + 1).reduce((p, q) => p * q, 1);
+  const out = new Float64Array(outer * shape[axis] * inner);
+  let k = 0;
+  for (let o = 0; o < outer; o++)
+    xs.forEach((x, t) => {
+      const run = shapes[t][axis] * inner;
+      for (let j = 0; j < run; j++) out[k++] = x[o * run + j];
+    });
+  return { data: out, shape };
+}
