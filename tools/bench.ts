@@ -4,6 +4,8 @@ import { bound } from '../src/ops/types.js';
 import { GpuContext, loadModel, type OpTiming, readTensors, Recorder, Tensor } from '../src/node.js';
 
 export interface BenchOptions {
+  /** Also time forward+backward to the input (∂logit of each image's top class / ∂x). */
+  grad?: boolean;
   batch: number[];
   iters: number;
   warmup: number;
@@ -46,6 +48,8 @@ export interface BatchBench {
   chunk: number;
   gpuMs?: number;
   byOp?: OpKindTime[];
+  /** Forward and backward to the input, with readback of the gradient. */
+  grad?: { medianMs: number; p10Ms: number; p90Ms: number; backwardOverForward: number; gpuMs?: number; byOp?: OpKindTime[] };
 }
 
 export interface ModelBench {
@@ -86,10 +90,13 @@ export async function runBench(path: string, o: BenchOptions): Promise<ModelBenc
   const model = loadModel(ctx, path);
   const importMs = performance.now() - tImport;
   const opTypes = new Map(model.graph.nodes.map((n) => [n.name, n.opType]));
-  const opTypeOf = (label: string) => {
+  const opTypeOf = (label: string): string => {
     // Launches of one node that has several ("node (winograd input)") are told apart by their part.
     const part = /^(.*) \(([^()]*)\)$/.exec(label);
-    if (part && opTypes.has(part[1])) return `${opTypes.get(part[1])} (${part[2]})`;
+    if (part) return `${opTypeOf(part[1])} (${part[2]})`;
+    // Backward launches are labelled "<node>/grad_<what>" by autodiff.
+    const grad = /^(.*)\/grad(?:_(\w+))?$/.exec(label);
+    if (grad) return `${opTypeOf(grad[1])} grad${grad[2] ? ` ${grad[2]}` : ''}`;
     return opTypes.get(label) ?? label;
   };
   const inShape = model.defaultInputShape(1).slice(1);
@@ -138,11 +145,41 @@ export async function runBench(path: string, o: BenchOptions): Promise<ModelBenc
       entry.gpuMs = timings.reduce((s, t) => s + t.ms, 0);
       entry.byOp = groupTimings(timings, opTypeOf);
     }
+    if (o.grad) {
+      const gradOnce = async (profile = false) => {
+        const r = await model.grad(x, { wrt: ['input'], target: { classes: 'argmax' }, profile });
+        const g = r.gradients.get('input')!.value;
+        await readTensors(ctx, [g]);
+        for (const t of [...r.outputs.values(), g]) t.dispose();
+        return r;
+      };
+      for (let i = 0; i < o.warmup; i++) await gradOnce();
+      const gt: number[] = [];
+      for (let i = 0; i < o.iters; i++) {
+        const t0 = performance.now();
+        await gradOnce();
+        gt.push(performance.now() - t0);
+      }
+      gt.sort((p, q) => p - q);
+      const gm = quantile(gt, 0.5);
+      // Backward alone is the extra time over the forward pass measured above.
+      entry.grad = { medianMs: gm, p10Ms: quantile(gt, 0.1), p90Ms: quantile(gt, 0.9), backwardOverForward: (gm - median) / median };
+      if (o.profile && ctx.hasTimestamps) {
+        const r = await gradOnce(true);
+        const timings = (await r.timings) ?? [];
+        entry.grad.gpuMs = timings.reduce((t, q) => t + q.ms, 0);
+        entry.grad.byOp = groupTimings(timings, opTypeOf);
+      }
+    }
     batches.push(entry);
     log(`batch ${b}: median ${median.toFixed(1)} ms (p10 ${entry.p10Ms.toFixed(1)}, p90 ${entry.p90Ms.toFixed(1)}), ${entry.gflopPerPass.toFixed(2)} GFLOP/pass, ${entry.gflops.toFixed(2)} GFLOP/s, ${entry.imagesPerSec.toFixed(2)} images/s`);
     if (entry.byOp) {
       log(`  GPU time (timestamps, one profiled pass): ${entry.gpuMs!.toFixed(1)} ms`);
       for (const e of entry.byOp.slice(0, 8)) log(`    ${e.opType.padEnd(20)} ${e.ms.toFixed(1).padStart(9)} ms  ${e.gflops.toFixed(2).padStart(7)} GFLOP/s  (${e.launches} launches)`);
+    }
+    if (entry.grad) {
+      log(`  forward+backward to the input: median ${entry.grad.medianMs.toFixed(1)} ms (p10 ${entry.grad.p10Ms.toFixed(1)}, p90 ${entry.grad.p90Ms.toFixed(1)}); backward/forward ${entry.grad.backwardOverForward.toFixed(2)}`);
+      for (const e of (entry.grad.byOp ?? []).slice(0, 10)) log(`    ${e.opType.padEnd(24)} ${e.ms.toFixed(1).padStart(9)} ms  ${e.gflops.toFixed(2).padStart(7)} GFLOP/s  (${e.launches} launches)`);
     }
     x.dispose();
   }

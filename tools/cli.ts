@@ -281,9 +281,10 @@ export function buildProgram(): Command {
     .option('--iters <n>', 'timed iterations per batch size', positiveInt, 10)
     .option('--warmup <n>', 'untimed iterations first', positiveInt, 2)
     .option('--no-profile', 'skip the per-op GPU timestamp pass')
+    .option('--grad', 'also time forward+backward to the input (∂ top-class logit / ∂x)', false)
     .option('--matmul <n>', "also time the matmul core on an n×n×n problem", positiveInt)
     .option('--json', 'machine-readable output', false)
-    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; matmul?: number; json: boolean }) => {
+    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; json: boolean }) => {
       if (!o.model && !o.matmul) throw new UsageError('give --model FILE and/or --matmul N');
       const results: Record<string, unknown> = {};
       if (o.model) results.model = await runBench(o.model, o);

@@ -37,6 +37,14 @@ function epilogue(a: Conv2dAttrs) {
   return { alpha: 1, beta: 1, ...activationParams(a.activation ?? NO_ACTIVATION) };
 }
 
+/** The direct kernel with its outputs placed on a strided grid of y (see OutputPlacement). */
+export function lowerPlacedConvSg8(env: LowerEnv, x: BoundTensor, w: BoundTensor, y: BoundTensor, a: Conv2dAttrs, placement: OutputPlacement): Lowered {
+  const [n, , , ] = x.shape;
+  const [cout, cinG, kh, kw] = w.shape;
+  const flops = 2 * n * cout * placement.size[0] * placement.size[1] * cinG * kh * kw;
+  return direct(env, x, w, null, y, a, flops, placement);
+}
+
 export function lowerConvSg8(env: LowerEnv, path: ConvPath, x: BoundTensor, w: BoundTensor, bias: BoundTensor | null, y: BoundTensor, a: Conv2dAttrs, flops: number): Lowered {
   switch (path) {
     case 'matmul':
@@ -69,10 +77,23 @@ function pointwiseAsMatmul(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: 
   }];
 }
 
-function direct(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: BoundTensor | null, y: BoundTensor, a: Conv2dAttrs, flops: number): Lowered {
+/**
+ * Where a convolution's outputs land inside a larger y: output (oh, ow) at
+ * (oh·sh + oh0, ow·sw + ow0) of y's planes. The transposed convolution of a strided
+ * conv's input gradient is computed as one such placed stride-1 convolution per
+ * sub-pixel phase.
+ */
+export interface OutputPlacement {
+  /** Output size of the convolution itself. */
+  size: [number, number];
+  strides: [number, number];
+  offset: [number, number];
+}
+
+function direct(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: BoundTensor | null, y: BoundTensor, a: Conv2dAttrs, flops: number, placement?: OutputPlacement): Lowered {
   const [n, , h, wd] = x.shape;
   const [cout, cinG, kh, kw] = w.shape;
-  const [, , oh, ow] = y.shape;
+  const [oh, ow] = placement?.size ?? [y.shape[2], y.shape[3]];
   const g = a.groups;
   const coutG = cout / g;
   const K = cinG * kh * kw;
@@ -94,7 +115,9 @@ function direct(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: BoundTensor
     params: SG_CONV_PARAMS.pack({
       groups: g, cin_g: cinG, H: h, W: wd, cout_g: coutG, OH: oh, OW: ow, KH: kh, KW: kw,
       stride_h: a.strides[0], stride_w: a.strides[1], pad_h: a.pads[0], pad_w: a.pads[1],
-      dil_h: a.dilations[0], dil_w: a.dilations[1], co4, K, kp, sgc, ...epilogue(a),
+      dil_h: a.dilations[0], dil_w: a.dilations[1], co4, K, kp, sgc,
+      y_h: y.shape[2], y_w: y.shape[3], y_sh: placement?.strides[0] ?? 1, y_sw: placement?.strides[1] ?? 1,
+      y_oh: placement?.offset[0] ?? 0, y_ow: placement?.offset[1] ?? 0, ...epilogue(a),
     }),
     buffers: bias ? [x.binding, packed.binding, bias.binding, y.binding] : [x.binding, packed.binding, y.binding],
     workgroups: [cdiv(P, SG * SG_CONV_POS * sgc), cdiv(coutG, SG_ROWS * ((SG_WG / SG) / sgc)), n * g],

@@ -4,12 +4,13 @@ import type { Dispatch } from '../runtime/recorder.js';
 import { formatShape, shapeEquals, sizeOf } from '../runtime/shape.js';
 import { EW_WG } from '../shaders/elementwise.js';
 import {
-  CONV_GRAD_INPUT_PARAMS, CONV_GRAD_WEIGHT_PARAMS, convGradInputKernel, convGradWeightKernel, FLIP_WEIGHTS_PARAMS,
-  flipConvWeightsKernel, GRAD_CONV_WG, GRAD_INPUT_CI, GRAD_INPUT_POS,
+  CONV_GRAD_INPUT_PARAMS, CONV_GRAD_WEIGHT_PARAMS, convGradInputKernel, convGradWeightKernel, FILL_PARAMS, fillKernel, FLIP_WEIGHTS_PARAMS,
+  flipConvWeightsKernel, GRAD_CONV_WG, GRAD_INPUT_CI, GRAD_INPUT_POS, PHASE_WEIGHTS_PARAMS, phaseWeightsKernel,
 } from '../shaders/grad-conv.js';
 import { COMBINE_PARAMS, reduceCombineKernel } from '../shaders/reduce.js';
 import { NO_ACTIVATION } from './activation.js';
 import { type Conv2dAttrs, convOutputShape, lowerConv } from './conv.js';
+import { lowerPlacedConvSg8 } from './conv-sg8.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 function checkShapes(where: string, x: readonly number[], w: readonly number[], gy: readonly number[], a: Conv2dAttrs): void {
@@ -59,6 +60,10 @@ export function lowerConvGradInput(env: LowerEnv, gy: BoundTensor, w: BoundTenso
       kernel: a.kernel, strides: [1, 1], pads, dilations: a.dilations, groups: g, activation: NO_ACTIVATION,
     });
   }
+  if (env.ctx.kernelFamily === 'sg8' && a.dilations[0] === 1 && a.dilations[1] === 1) {
+    const phases = subPixelGradInput(env, gy, w, gx, a);
+    if (phases) return phases;
+  }
   const cblocks = cdiv(cinG, GRAD_INPUT_CI);
   const HC = cdiv(h, a.strides[0]);
   const WB = cdiv(cdiv(wd, a.strides[1]), GRAD_INPUT_POS);
@@ -74,6 +79,63 @@ export function lowerConvGradInput(env: LowerEnv, gy: BoundTensor, w: BoundTenso
     label: env.label,
     flops: 2 * n * cout * oh * ow * cinG * kh * kw,
   }];
+}
+
+/**
+ * A strided conv's input gradient as stride-1 convolutions, one per sub-pixel phase
+ * (rh, rw): input positions ih ≡ rh − pad (mod stride) receive only the taps
+ * kh ≡ rh (mod stride), so on that phase the gradient is gy convolved with those taps
+ * (flipped, transposed), its outputs placed every `stride` positions. Each runs on the
+ * direct sg8 kernel; phases no tap reaches are zero. Null when a phase would need a
+ * negative pad (then the gather kernel does it).
+ */
+function subPixelGradInput(env: LowerEnv, gy: BoundTensor, w: BoundTensor, gx: BoundTensor, a: Conv2dAttrs): Lowered | null {
+  const [, c, h, wd] = gx.shape;
+  const [cout, cinG, kh, kw] = w.shape;
+  const [sh, sw] = a.strides;
+  const [ph, pw] = [a.pads[0], a.pads[1]];
+  const coutG = cout / a.groups;
+  const out: Lowered = [];
+  let empty = false;
+  const phases: { rh: number; rw: number; th: number; tw: number; q0h: number; q0w: number; hq: number; wq: number }[] = [];
+  for (let rh = 0; rh < sh; rh++) {
+    for (let rw = 0; rw < sw; rw++) {
+      const th = Math.max(0, Math.ceil((kh - rh) / sh));
+      const tw = Math.max(0, Math.ceil((kw - rw) / sw));
+      const q0h = Math.ceil((ph - rh) / sh);
+      const q0w = Math.ceil((pw - rw) / sw);
+      const hq = Math.floor((h - 1 + ph - rh) / sh) - q0h + 1;
+      const wq = Math.floor((wd - 1 + pw - rw) / sw) - q0w + 1;
+      if (hq <= 0 || wq <= 0) continue;
+      if (th === 0 || tw === 0) {
+        empty = true;
+        continue;
+      }
+      if (th - 1 - q0h < 0 || tw - 1 - q0w < 0) return null;
+      phases.push({ rh, rw, th, tw, q0h, q0w, hq, wq });
+    }
+  }
+  if (empty) {
+    const count = sizeOf(gx.shape);
+    out.push({ kernel: fillKernel(), params: FILL_PARAMS.pack({ n: count, value: 0 }), buffers: [gx.binding], workgroups: grid1d(cdiv(count, 256)), label: `${env.label} (zero)`, flops: 0 });
+  }
+  for (const p of phases) {
+    const count = c * coutG * p.th * p.tw;
+    const pw2 = env.derive(`conv-grad-input/phase-${p.rh}-${p.rw}`, w, count * 4, [c, coutG, p.th, p.tw], (dst): Dispatch[] => [{
+      kernel: phaseWeightsKernel(),
+      params: PHASE_WEIGHTS_PARAMS.pack({ n: count, cin_g: cinG, cout_g: coutG, KH: kh, KW: kw, TH: p.th, TW: p.tw, rh: p.rh, rw: p.rw, sh, sw }),
+      buffers: [w.binding, dst.binding],
+      workgroups: grid1d(cdiv(count, 256)),
+      label: `${env.label} (phase weights)`,
+    }]);
+    const attrs: Conv2dAttrs = {
+      kernel: [p.th, p.tw], strides: [1, 1], pads: [p.th - 1 - p.q0h, p.tw - 1 - p.q0w, 0, 0], dilations: [1, 1], groups: a.groups, activation: NO_ACTIVATION,
+    };
+    out.push(...lowerPlacedConvSg8(env, gy, { shape: [c, coutG, p.th, p.tw], binding: pw2.binding }, gx, attrs, {
+      size: [p.hq, p.wq], strides: [sh, sw], offset: [sh * p.q0h + p.rh - ph, sw * p.q0w + p.rw - pw],
+    }));
+  }
+  return out;
 }
 
 /** Invocation tiles worth keeping busy before the (n, oh, ow) reduction is split into partials. */

@@ -56,6 +56,62 @@ const GEOMETRY = [
   ['dil_w', 'u32'],
 ] as const;
 
+export const PHASE_WEIGHTS_PARAMS = new ParamLayout([
+  ['n', 'u32'], ['cin_g', 'u32'], ['cout_g', 'u32'], ['KH', 'u32'], ['KW', 'u32'],
+  ['TH', 'u32'], ['TW', 'u32'], ['rh', 'u32'], ['rw', 'u32'], ['sh', 'u32'], ['sw', 'u32'],
+]);
+
+/**
+ * The taps of one sub-pixel phase (rh, rw) of a strided conv, transposed and flipped:
+ * Wp[g·Cin_g + ci][co][t][u] = W[g·Cout_g + co][ci][rh + sh·(TH−1−t)][rw + sw·(TW−1−u)].
+ * Convolving gy with it at stride 1 gives the input gradient on that phase's positions.
+ */
+export function phaseWeightsKernel(): KernelDef {
+  return {
+    key: 'conv_grad/phase_weights',
+    params: PHASE_WEIGHTS_PARAMS,
+    storage: [
+      { name: 'W', access: 'read', element: 'f32' },
+      { name: 'Wp', access: 'read_write', element: 'f32' },
+    ],
+    body: `${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * 256u + li;
+  if (i >= params.n) { return; }
+  let TT = params.TH * params.TW;
+  let u = i % params.TW;
+  let t = (i / params.TW) % params.TH;
+  let co = (i / TT) % params.cout_g;
+  let c = i / (TT * params.cout_g);
+  let g = c / params.cin_g;
+  let ci = c % params.cin_g;
+  let kh = params.rh + params.sh * (params.TH - 1u - t);
+  let kw = params.rw + params.sw * (params.TW - 1u - u);
+  Wp[i] = W[((g * params.cout_g + co) * params.cin_g + ci) * params.KH * params.KW + kh * params.KW + kw];
+}
+`,
+  };
+}
+
+export const FILL_PARAMS = new ParamLayout([['n', 'u32'], ['value', 'f32']]);
+
+/** y = value everywhere (the input gradient at phases no tap reaches). */
+export function fillKernel(): KernelDef {
+  return {
+    key: 'fill',
+    params: FILL_PARAMS,
+    storage: [{ name: 'Y', access: 'read_write', element: 'f32' }],
+    body: `${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * 256u + li;
+  if (i < params.n) { Y[i] = params.value; }
+}
+`,
+  };
+}
+
 export const CONV_GRAD_INPUT_PARAMS = new ParamLayout([
   ['n', 'u32'],
   ['groups', 'u32'],

@@ -209,6 +209,8 @@ export const SG_CONV_PARAMS = new ParamLayout([
   ['stride_h', 'u32'], ['stride_w', 'u32'], ['pad_h', 'u32'], ['pad_w', 'u32'],
   ['dil_h', 'u32'], ['dil_w', 'u32'],
   ['co4', 'u32'], ['K', 'u32'], ['kp', 'u32'], ['sgc', 'u32'],
+  // Where outputs land: a plane of y_h × y_w, position (oh, ow) at (oh·y_sh + y_oh, ow·y_sw + y_ow).
+  ['y_h', 'u32'], ['y_w', 'u32'], ['y_sh', 'u32'], ['y_sw', 'u32'], ['y_oh', 'u32'], ['y_ow', 'u32'],
   ...EPILOGUE_PARAMS,
 ]);
 
@@ -284,14 +286,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   L.push(`  }
   var outv: array<f32, ${R * P}>;
   ${Array.from({ length: R * P }, (_, i) => `outv[${i}] = acc[${Math.floor(i / P)}][${i % P}];`).join(' ')}
-  let yb = (img * params.groups + g) * params.cout_g * OHW;
-  for (var r = 0u; r < ${R}u; r++) {
+  let YHW = params.y_h * params.y_w;
+  let yb = (img * params.groups + g) * params.cout_g * YHW;`);
+  for (let j = 0; j < P; j++) {
+    L.push(`  let yo${j} = ((q${j} / params.OW) * params.y_sh + params.y_oh) * params.y_w + (q${j} % params.OW) * params.y_sw + params.y_ow;`);
+  }
+  L.push(`  for (var r = 0u; r < ${R}u; r++) {
     let co = co0 + r;
     if (co >= params.cout_g) { continue; }
     let b = ${bias ? 'params.beta * Bias[g * params.cout_g + co]' : '0.0'};
-    let o = yb + co * OHW;`);
+    let o = yb + co * YHW;`);
   for (let j = 0; j < P; j++) {
-    L.push(`    if (pos0 + ${j * SG}u < OHW) { Y[o + pos0 + ${j * SG}u] = activate(params.alpha * outv[r * ${P}u + ${j}u] + b); }`);
+    L.push(`    if (pos0 + ${j * SG}u < OHW) { Y[o + yo${j}] = activate(params.alpha * outv[r * ${P}u + ${j}u] + b); }`);
   }
   L.push('  }\n}\n');
   return {
