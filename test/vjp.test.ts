@@ -357,6 +357,16 @@ describe.each(KERNEL_FAMILIES)('vector-Jacobian products (%s kernels)', (family)
       const [gx] = await run(ctx, [{ data: x, shape: xs }, { data: r, shape: ys }], [xs], (env, [X, R], [GX]) => lowerPoolGrad(env, 'max', X, R, GX, a));
       expect(relError(gx, poolMaxRouteRef(x, xs, a, r)), JSON.stringify({ xs, ...a })).toBeLessThan(1e-6);
     }
+    // Windows that tile the input exactly take the one-pass kernel (VGG's 2×2/2 pools).
+    for (const k of [[2, 2], [3, 2], [1, 3]] as [number, number][]) {
+      const a: Pool2dAttrs = { kernel: k, strides: k, pads: [0, 0, 0, 0], dilations: [1, 1], ceilMode: false, countIncludePad: false };
+      const xs = [2, 3, k[0] * randInt(rand, 1, 4), k[1] * randInt(rand, 1, 4)];
+      const ys = poolOutputShape('tiled', xs, a);
+      const x = ties(size(xs));
+      const r = randomArray(size(ys), rand);
+      const [gx] = await run(ctx, [{ data: x, shape: xs }, { data: r, shape: ys }], [xs], (env, [X, R], [GX]) => lowerPoolGrad(env, 'max', X, R, GX, a));
+      expect(relError(gx, poolMaxRouteRef(x, xs, a, r)), `tiled ${JSON.stringify({ xs, k })}`).toBeLessThan(1e-6);
+    }
     const cases: [ReduceKind, number[], number[]][] = [['max', [2, 3, 4, 5], [1, 3]], ['min', [3, 4, 5], [0, 2]], ['max', [2, 3, 5, 5], [2, 3]], ['min', [6, 7], [0, 1]]];
     for (const [kind, xs, axes] of cases) {
       const ys = reduceShape(xs, axes);

@@ -1,4 +1,4 @@
-import { GEMV_PARAMS, gemvKernel, gemvRows, SG, SG_MATMUL_PARAMS, SG_ROWS, SG_WG, sgMatmulKernel, subgroupColumns } from '../shaders/sg8.js';
+import { GEMV_KN_PARAMS, GEMV_PARAMS, gemvKernel, gemvKnKernel, gemvRows, SG, SG_MATMUL_PARAMS, SG_ROWS, SG_WG, sgMatmulKernel, subgroupColumns } from '../shaders/sg8.js';
 import { type Activation, activationParams } from './activation.js';
 import { type BoundTensor, cdiv, type Lowered } from './types.js';
 
@@ -14,6 +14,8 @@ export interface Sg8Product {
   c: BoundTensor;
   bias: BoundTensor | null;
   aOff: number;
+  /** Row stride of A (default K): a slice of A's columns when the reduction is split. */
+  lda?: number;
   bOff: number;
   cOff: number;
   ldc: number;
@@ -47,6 +49,20 @@ export function lowerSg8Product(p: Sg8Product): Lowered {
       flops,
     }];
   }
+  if (p.bLayout === 'kn' && p.batch === 1 && p.M <= 16 && p.N % 4 === 0 && p.bOff === 0 && p.biasSm === 0 && p.biasSn <= 1) {
+    return [{
+      kernel: gemvKnKernel(act.kind, p.bias !== null, gemvRows(p.M)),
+      params: GEMV_KN_PARAMS.pack({
+        M: p.M, N: p.N, K: p.K, a_off: p.aOff, lda: p.lda ?? p.K, c_off: p.cOff, ldc: p.ldc, bias_off: p.biasOff, bias_sn: p.biasSn,
+        alpha: p.alpha, beta: p.beta, ...activationParams(act),
+      }),
+      buffers: [p.a.binding, p.b.binding, ...(p.bias ? [p.bias.binding] : []), p.c.binding],
+      workgroups: [cdiv(p.N / 4, 64), cdiv(p.M, gemvRows(p.M)), 1],
+      label: p.label,
+      flops,
+    }];
+  }
+  if (p.lda !== undefined && p.lda !== p.K) throw new Error('internal: the sg8 matmul reads A with row stride K');
   const offsets = [p.aOff, p.bOff, p.sa, p.sb];
   let aligned = p.K % 4 === 0 && offsets.every((o) => o % 4 === 0);
   if (p.bLayout === 'kn') aligned &&= p.N % 4 === 0 && p.ldc % 4 === 0 && p.cOff % 4 === 0 && p.sc % 4 === 0;

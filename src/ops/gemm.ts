@@ -97,9 +97,23 @@ export function lowerGemmSplitK(env: LowerEnv, a: BoundTensor, chunks: readonly 
   const tiling = DEFAULT_TILING;
   const launches: Lowered = [];
   const partials: BoundTensor[] = [];
+  const gemv = env.ctx.kernelFamily === 'sg8' && !attrs.transA && M <= 16 && N % 4 === 0;
   chunks.forEach((ch, i) => {
     const p = env.scratch(M * N * 4, [M, N]);
     const bias = i === 0 && c !== null;
+    if (gemv) {
+      const cs = c?.shape ?? [];
+      const biasSn = bias && cs.length >= 1 && cs[cs.length - 1] !== 1 ? 1 : 0;
+      if (!bias || cs.length < 2 || cs[0] === 1) {
+        launches.push(...lowerSg8Product({
+          M, N, K: ch.kCount, batch: 1, bLayout: 'kn', a, b: ch.b, c: p, bias: bias ? c : null,
+          aOff: ch.kOffset, lda: K, bOff: 0, cOff: 0, ldc: N, sa: 0, sb: 0, sc: 0,
+          biasOff: 0, biasSm: 0, biasSn, alpha: attrs.alpha, beta: bias ? attrs.beta : 0, activation: NO_ACTIVATION, label: env.label,
+        }));
+        partials.push(p);
+        return;
+      }
+    }
     let biasSm = 0;
     let biasSn = 0;
     if (bias && c) {

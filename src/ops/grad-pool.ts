@@ -1,7 +1,7 @@
 import { ShapeError } from '../runtime/errors.js';
 import { grid1d } from '../runtime/kernel.js';
 import { formatShape, shapeEquals, sizeOf } from '../runtime/shape.js';
-import { poolArgmaxKernel, poolGradKernel } from '../shaders/grad-pool.js';
+import { poolArgmaxKernel, poolGradKernel, poolGradTiledMaxKernel } from '../shaders/grad-pool.js';
 import { POOL_PARAMS, POOL_WG } from '../shaders/pool.js';
 import { globalPoolOutputShape, type Pool2dAttrs, poolOutputShape } from './pool.js';
 import { reduceGradFromInput } from './reduce.js';
@@ -34,6 +34,30 @@ export function lowerPoolGrad(env: LowerEnv, kind: 'max' | 'avg', x: BoundTensor
     flops: nx * a.kernel[0] * a.kernel[1],
   });
   if (kind === 'avg') return [gather([gy.binding, gx.binding])];
+  const tiles = a.strides[0] === a.kernel[0] && a.strides[1] === a.kernel[1] && a.pads.every((p) => p === 0) &&
+    a.dilations[0] === 1 && a.dilations[1] === 1 && ys[2] * a.kernel[0] === x.shape[2] && ys[3] * a.kernel[1] === x.shape[3];
+  if (tiles) {
+    return [{
+      kernel: poolMaxGradTiledKernel(),
+      params: POOL_PARAMS.pack({ n: ny, ...geometry }),
+      buffers: [x.binding, gy.binding, gx.binding],
+      workgroups: grid1d(cdiv(ny, POOL_WG)),
+      label: env.label,
+      flops: ny * a.kernel[0] * a.kernel[1],
+    }];
+  }
+  const tiles = a.strides[0] === a.kernel[0] && a.strides[1] === a.kernel[1] && a.dilations.every((d) => d === 1) && a.pads.every((p) => p === 0)
+    && ys[2] * a.kernel[0] === x.shape[2] && ys[3] * a.kernel[1] === x.shape[3];
+  if (tiles) {
+    return [{
+      kernel: poolGradTiledMaxKernel(),
+      params: POOL_PARAMS.pack({ n: ny, ...geometry }),
+      buffers: [x.binding, gy.binding, gx.binding],
+      workgroups: grid1d(cdiv(ny, POOL_WG)),
+      label: env.label,
+      flops: 2 * nx,
+    }];
+  }
   const arg = env.scratch(ny * 4, [ny]);
   return [
     {

@@ -116,3 +116,90 @@ ${max
 `,
   };
 }
+
+/**
+ * Max-pool gradient for windows that tile the input exactly (stride = kernel, no padding,
+ * no dilation; VGG's 2×2/2 pools): one invocation per window finds the first maximum and
+ * writes the window's gradient there and zero on the rest of the window, so every input
+ * element is written once and no argmax buffer is needed.
+ */
+export function poolGradTiledMaxKernel(): KernelDef {
+  return {
+    key: 'pool2d_grad/max_tiled',
+    params: POOL_PARAMS,
+    storage: [
+      { name: 'X', access: 'read', element: 'f32' },
+      { name: 'GY', access: 'read', element: 'f32' },
+      { name: 'GX', access: 'read_write', element: 'f32' },
+    ],
+    body: `${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${POOL_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${POOL_WG}u + li;
+  if (i >= params.n) { return; }
+  let ox = i % params.OW;
+  let oy = (i / params.OW) % params.OH;
+  let plane = i / (params.OW * params.OH);
+  let base = plane * params.H * params.W + oy * params.KH * params.W + ox * params.KW;
+  var best = X[base];
+  var arg = 0u;
+  for (var p = 0u; p < params.KH; p++) {
+    for (var q = 0u; q < params.KW; q++) {
+      let v = X[base + p * params.W + q];
+      if (v > best) { best = v; arg = p * params.KW + q; }
+    }
+  }
+  let g = GY[i];
+  for (var p = 0u; p < params.KH; p++) {
+    for (var q = 0u; q < params.KW; q++) {
+      GX[base + p * params.W + q] = select(0.0, g, p * params.KW + q == arg);
+    }
+  }
+}
+`,
+  };
+}
+
+/**
+ * Max pooling's gradient when the windows tile the input exactly (stride = kernel, no
+ * padding or dilation; POOL_PARAMS with n = outputs): every input element belongs to one
+ * window, so each invocation finds its window's first maximum (scan order kh-major, as
+ * PyTorch) and writes the whole window, gy at the maximum and 0 elsewhere. One launch
+ * and no argmax buffer, where the general path gathers per input element.
+ */
+export function poolMaxGradTiledKernel(): KernelDef {
+  return {
+    key: 'pool2d_grad/max_tiled',
+    params: POOL_PARAMS,
+    storage: [
+      { name: 'X', access: 'read', element: 'f32' },
+      { name: 'GY', access: 'read', element: 'f32' },
+      { name: 'GX', access: 'read_write', element: 'f32' },
+    ],
+    body: `${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${POOL_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${POOL_WG}u + li;
+  if (i >= params.n) { return; }
+  let ox = i % params.OW;
+  let oy = (i / params.OW) % params.OH;
+  let plane = i / (params.OW * params.OH);
+  let base = plane * params.H * params.W + oy * params.KH * params.W + ox * params.KW;
+  var best = X[base];
+  var arg = 0u;
+  for (var p = 0u; p < params.KH; p++) {
+    for (var q = 0u; q < params.KW; q++) {
+      let v = X[base + p * params.W + q];
+      if (v > best) { best = v; arg = p * params.KW + q; }
+    }
+  }
+  let g = GY[i];
+  for (var p = 0u; p < params.KH; p++) {
+    for (var q = 0u; q < params.KW; q++) {
+      GX[base + p * params.W + q] = select(0.0, g, p * params.KW + q == arg);
+    }
+  }
+}
+`,
+  };
+}

@@ -203,6 +203,64 @@ ${rs.map((i) => `  if (m0 + ${i}u < params.M) {
   };
 }
 
+export const GEMV_KN_PARAMS = new ParamLayout([
+  ['M', 'u32'], ['N', 'u32'], ['K', 'u32'], ['a_off', 'u32'], ['lda', 'u32'],
+  ['c_off', 'u32'], ['ldc', 'u32'], ['bias_off', 'u32'], ['bias_sn', 'u32'],
+  ...EPILOGUE_PARAMS,
+]);
+
+/**
+ * Y[m, j] = act(alpha · Σ_k A[m, k] · B[k, j] + beta · bias[j or 0]) for few rows m, with B
+ * stored [K, N] (the transposed use of a Linear layer's weights, as in its input
+ * gradient): each lane owns a vec4 of consecutive columns, so a row of B is read with one
+ * contiguous vec4 load per lane; the few A values of a block of 8 k reach every lane by
+ * broadcast. A is read with a row stride (lda), so a slice of its columns can be used.
+ * Needs N % 4 == 0.
+ */
+export function gemvKnKernel(activation: Activation['kind'], bias: boolean, rows: 1 | 4): KernelDef {
+  const R = rows;
+  const rs = Array.from({ length: R }, (_, i) => i);
+  return {
+    key: `sg8/gemv_kn${R}/${activation}/${bias ? 'bias' : 'nobias'}`,
+    params: GEMV_KN_PARAMS,
+    storage: [
+      { name: 'A', access: 'read', element: 'f32' },
+      { name: 'B', access: 'read', element: 'vec4<f32>' },
+      ...(bias ? [{ name: 'Bias', access: 'read' as const, element: 'f32' }] : []),
+      { name: 'C', access: 'read_write', element: 'f32' },
+    ],
+    directives: 'enable subgroups;',
+    body: `${activationWgsl(activation)}
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+  let N4 = params.N / 4u;
+  let j4 = min(gid.x, N4 - 1u);
+  let m0 = gid.y * ${R}u;
+${rs.map((i) => `  let arow${i} = params.a_off + min(m0 + ${i}u, params.M - 1u) * params.lda;\n  var acc${i} = vec4<f32>(0.0);`).join('\n')}
+  let blocks = params.K / ${SG}u;
+  for (var kb = 0u; kb < blocks; kb++) {
+    let k8 = kb * ${SG}u;
+${rs.map((i) => `    let xv${i} = A[arow${i} + k8 + lane];`).join('\n')}
+${Array.from({ length: SG }, (_, s2) => `    { let b = B[(k8 + ${s2}u) * N4 + j4];${rs.map((i) => ` acc${i} = fma(vec4<f32>(subgroupBroadcast(xv${i}, ${s2}u)), b, acc${i});`).join('')} }`).join('\n')}
+  }
+  for (var k = blocks * ${SG}u; k < params.K; k++) {
+    let b = B[k * N4 + j4];
+${rs.map((i) => `    acc${i} = fma(vec4<f32>(A[arow${i} + k]), b, acc${i});`).join('\n')}
+  }
+  if (gid.x >= N4) { return; }
+${rs.map((i) => `  if (m0 + ${i}u < params.M) {
+    for (var c = 0u; c < 4u; c++) {
+      let j = j4 * 4u + c;
+      var v = params.alpha * acc${i}[c];${bias ? `
+      v += params.beta * Bias[params.bias_off + j * params.bias_sn];` : ''}
+      C[params.c_off + (m0 + ${i}u) * params.ldc + j] = activate(v);
+    }
+  }`).join('\n')}
+}
+`,
+  };
+}
+
 export const SG_CONV_PARAMS = new ParamLayout([
   ['groups', 'u32'], ['cin_g', 'u32'], ['H', 'u32'], ['W', 'u32'],
   ['cout_g', 'u32'], ['OH', 'u32'], ['OW', 'u32'], ['KH', 'u32'], ['KW', 'u32'],
