@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian 12 machine for camgpu: npm packages and the build;
 # a WebGPU adapter (Mesa lavapipe >= 23 from bookworm-backports when Dawn finds none);
-# Debian's Chromium for the browser test; ONNX's backend node tests for the conformance suite.
+# Debian's Chromium for the browser test; ONNX's backend node tests for the conformance suite;
+# Fashion-MNIST for training and checking our models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ apt_install() {
 
 missing=()
 dpkg -s libonnx-testdata >/dev/null 2>&1 || missing+=(libonnx-testdata)
+dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 

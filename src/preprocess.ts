@@ -31,8 +31,10 @@ export interface PreprocessOptions {
    */
   mode?: 'resize' | 'resize-crop';
   resizeTo?: number;
-  /** Per-channel mean/std on [0, 1] RGB; null for no normalization. Default ImageNet. */
+  /** Per-channel mean/std on [0, 1] values; null for no normalization. Default ImageNet. */
   normalize?: { mean: readonly number[]; std: readonly number[] } | null;
+  /** 3: RGB planes (default); 1: one luma plane, for grayscale models. */
+  channels?: 1 | 3;
 }
 
 /**
@@ -43,11 +45,12 @@ export interface PreprocessOptions {
 export function preprocessImages(ctx: GpuContext, images: readonly RgbaImage[], o: PreprocessOptions): Tensor {
   if (images.length === 0) throw new InputError('no images to preprocess');
   const [H, W] = o.size;
-  const norm = o.normalize === undefined ? { mean: IMAGENET_MEAN, std: IMAGENET_STD } : o.normalize;
-  if (norm && (norm.mean.length !== 3 || norm.std.length !== 3 || norm.std.some((s) => !(s > 0)))) {
-    throw new InputError(`normalization needs 3 means and 3 positive stds, got mean=[${norm.mean}] std=[${norm.std}]`);
+  const C = o.channels ?? 3;
+  const norm = o.normalize === undefined ? (C === 3 ? { mean: IMAGENET_MEAN, std: IMAGENET_STD } : null) : o.normalize;
+  if (norm && (norm.mean.length !== C || norm.std.length !== C || norm.std.some((s) => !(s > 0)))) {
+    throw new InputError(`normalization needs ${C} means and ${C} positive stds, got mean=[${norm.mean}] std=[${norm.std}]`);
   }
-  const out = Tensor.empty(ctx, [images.length, 3, H, W], 'images');
+  const out = Tensor.empty(ctx, [images.length, C, H, W], 'images');
   // Normalizing reads the resized batch and writes `out`: a binding cannot be both in one launch.
   const resized = norm ? Tensor.empty(ctx, out.shape, 'resized') : out;
   const rec = new Recorder(ctx, { label: 'preprocess' });
@@ -59,13 +62,13 @@ export function preprocessImages(ctx: GpuContext, images: readonly RgbaImage[], 
         throw new InputError(`image ${img.source ?? i}: ${img.width}x${img.height} with ${img.rgba.length} bytes is not RGBA8`);
       }
       const packed = ctx.pool.acquire(px * 4, BufferUsage.STORAGE | BufferUsage.COPY_DST, 'rgba');
-      const planar = ctx.pool.acquire(px * 3 * 4, undefined, 'rgb-planar');
+      const planar = ctx.pool.acquire(px * C * 4, undefined, 'planar');
       scratch.push(packed, planar);
       writeFloats(ctx.device.queue, packed, 0, new Uint32Array(img.rgba.buffer.slice(img.rgba.byteOffset, img.rgba.byteOffset + px * 4)));
       rec.dispatch({
-        kernel: unpackRgbaKernel(),
+        kernel: unpackRgbaKernel(C),
         params: UNPACK_PARAMS.pack({ pixels: px, out_off: 0 }),
-        buffers: [{ buffer: packed, offset: 0, size: px * 4 }, { buffer: planar, offset: 0, size: px * 12 }],
+        buffers: [{ buffer: packed, offset: 0, size: px * 4 }, { buffer: planar, offset: 0, size: px * C * 4 }],
         workgroups: grid1d(cdiv(px, RESAMPLE_WG)),
         label: 'unpack',
       });
@@ -78,14 +81,14 @@ export function preprocessImages(ctx: GpuContext, images: readonly RgbaImage[], 
         if (scaled[0] < H || scaled[1] < W) throw new InputError(`resize-crop: shorter side ${s} is smaller than the crop ${H}x${W}`);
         offset = [Math.floor((scaled[0] - H) / 2), Math.floor((scaled[1] - W) / 2)];
       }
-      for (const d of lowerBilinear(new EagerEnv(ctx, 'resize'), bound([3, img.height, img.width], planar), bound(out.shape, resized.buffer), [3, H, W], {
-        alignCorners: false, scaled, offset, outOffset: i * 3 * H * W,
+      for (const d of lowerBilinear(new EagerEnv(ctx, 'resize'), bound([C, img.height, img.width], planar), bound(out.shape, resized.buffer), [C, H, W], {
+        alignCorners: false, scaled, offset, outOffset: i * C * H * W,
       })) rec.dispatch(d);
     });
     if (norm) {
-      const scale = Tensor.fromData(ctx, Float32Array.from(norm.std, (s) => 1 / s), [3]);
-      const shift = Tensor.fromData(ctx, Float32Array.from(norm.mean, (m, c) => -m / norm.std[c]), [3]);
-      for (const d of lowerChannelAffine(new EagerEnv(ctx, 'normalize'), bound(out.shape, resized.buffer), bound([3], scale.buffer), bound([3], shift.buffer), bound(out.shape, out.buffer))) rec.dispatch(d);
+      const scale = Tensor.fromData(ctx, Float32Array.from(norm.std, (s) => 1 / s), [C]);
+      const shift = Tensor.fromData(ctx, Float32Array.from(norm.mean, (m, c) => -m / norm.std[c]), [C]);
+      for (const d of lowerChannelAffine(new EagerEnv(ctx, 'normalize'), bound(out.shape, resized.buffer), bound([C], scale.buffer), bound([C], shift.buffer), bound(out.shape, out.buffer))) rec.dispatch(d);
       rec.submit();
       scale.dispose();
       shift.dispose();

@@ -6,6 +6,8 @@ import { formatNpy, parseNpy } from '../src/io/npy.js';
 import { CamgpuError, GpuContext, InputError, loadModel, type Model, Tensor } from '../src/node.js';
 import { preprocessImages } from '../src/preprocess.js';
 import { runBench, runMatmulBench } from './bench.js';
+import { runTrainBench } from './bench-train.js';
+import { type ArchName, RECIPES, runTraining, runVerification } from './train.js';
 
 /** Thrown for a bad command line; exits with 2 like commander's own usage errors. */
 class UsageError extends Error {}
@@ -27,6 +29,32 @@ function positiveInt(v: string): number {
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${v}' is not a positive integer`);
   return n;
 }
+
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new InvalidArgumentError(`'${v}' is not an integer in [0, 2^32)`);
+  return n;
+}
+
+function positiveNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${v}' is not a positive number`);
+  return n;
+}
+
+function nonNegativeNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`'${v}' is not a non-negative number`);
+  return n;
+}
+
+function archName(v: string): ArchName {
+  if (v !== 'vgg' && v !== 'resnet') throw new UsageError(`--arch must be vgg or resnet, got '${v}'`);
+  return v;
+}
+
+/** A check that ran and failed: exit status 1 with the reason. */
+class CamgpuCheckError extends Error {}
 
 function triple(v: string): number[] {
   const t = csv(v).map(Number);
@@ -283,13 +311,61 @@ export function buildProgram(): Command {
     .option('--no-profile', 'skip the per-op GPU timestamp pass')
     .option('--grad', 'also time forward+backward to the input (∂ top-class logit / ∂x)', false)
     .option('--matmul <n>', "also time the matmul core on an n×n×n problem", positiveInt)
+    .option('--train', 'time training steps of --arch (gather, forward, backward, optimizer): images/s', false)
+    .option('--arch <name>', 'architecture for --train: vgg or resnet', 'vgg')
+    .option('--optimizer <name>', 'optimizer for --train: sgd or adam')
     .option('--json', 'machine-readable output', false)
-    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; json: boolean }) => {
-      if (!o.model && !o.matmul) throw new UsageError('give --model FILE and/or --matmul N');
+    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; json: boolean }, cmd: Command) => {
+      if (!o.model && !o.matmul && !o.train) throw new UsageError('give --model FILE, --matmul N and/or --train --arch NAME');
       const results: Record<string, unknown> = {};
       if (o.model) results.model = await runBench(o.model, o);
       if (o.matmul) results.matmul = await runMatmulBench(o.matmul, o);
+      if (o.train) {
+        const arch = archName(o.arch);
+        if (o.optimizer !== undefined && o.optimizer !== 'sgd' && o.optimizer !== 'adam') throw new UsageError(`--optimizer must be sgd or adam, got '${o.optimizer}'`);
+        // The forward benchmark's default batches (1, 8) are not training batches: the recipe's unless --batch is given.
+        const batch = cmd.getOptionValueSource('batch') === 'cli' ? o.batch[0] : undefined;
+        results.train = await runTrainBench(arch, { batch, iters: o.iters, warmup: o.warmup, optimizer: o.optimizer as 'sgd' | 'adam' | undefined, json: o.json });
+      }
       if (o.json) console.log(JSON.stringify(results, null, 2));
+    });
+  program
+    .command('train')
+    .description('train a Fashion-MNIST model on the GPU, export it to ONNX with a model card')
+    .requiredOption('--arch <name>', 'vgg or resnet')
+    .option('--seed <n>', 'seed of initialization, validation split and shuffles', nonNegativeInt, 1)
+    .option('--epochs <n>', 'epochs (default: the architecture recipe)', positiveInt)
+    .option('--batch <n>', 'batch size (default: the recipe)', positiveInt)
+    .option('--lr <x>', 'peak learning rate (default: the recipe for the optimizer)', positiveNumber)
+    .option('--optimizer <name>', 'sgd (Nesterov momentum 0.9, weight decay 5e-4) or adam', 'sgd')
+    .option('--weight-decay <x>', 'weight decay of conv and dense weights', nonNegativeNumber)
+    .option('--data <dir>', 'Fashion-MNIST IDX folder (default: $FASHION_MNIST_DIR, then /usr/share/datasets/fashion-mnist)')
+    .option('--no-verify', 'skip the check of the exported file against onnxruntime-web on the test split')
+    .option('--no-progress', 'no progress bar')
+    .requiredOption('--out <dir>', 'write <name>.onnx and <name>.json here')
+    .action(async (o: { arch: string; seed: number; epochs?: number; batch?: number; lr?: number; optimizer: string; weightDecay?: number; data?: string; verify: boolean; progress: boolean; out: string }) => {
+      const arch = archName(o.arch);
+      if (o.optimizer !== 'sgd' && o.optimizer !== 'adam') throw new UsageError(`--optimizer must be sgd or adam, got '${o.optimizer}'`);
+      const recipe = RECIPES[arch];
+      const epochs = o.epochs ?? recipe.epochs;
+      const batch = o.batch ?? recipe.batch;
+      const lr = o.lr ?? recipe.lr[o.optimizer];
+      const command = `camgpu train --arch ${arch} --seed ${o.seed} --epochs ${epochs} --batch ${batch} --optimizer ${o.optimizer} --lr ${lr}${o.weightDecay !== undefined ? ` --weight-decay ${o.weightDecay}` : ''} --out ${o.out}`;
+      await runTraining({
+        arch, seed: o.seed, epochs, batch, lr, optimizer: o.optimizer, weightDecay: o.weightDecay, out: o.out, data: o.data, verify: o.verify,
+        command, progress: o.progress ? undefined : false,
+      });
+    });
+  program
+    .command('verify-fashion')
+    .description('check an exported Fashion-MNIST model: camgpu and onnxruntime-web (wasm) on the same preprocessed test images')
+    .requiredOption('--card <file>', 'model card (models/<name>.json); the model file is read from beside it')
+    .option('--count <n>', 'test images (default: all 10000)', positiveInt)
+    .option('--data <dir>', 'Fashion-MNIST IDX folder')
+    .option('--write', 'record the result in the card', false)
+    .action(async (o: { card: string; count?: number; data?: string; write: boolean }) => {
+      const v = await runVerification(o.card, { count: o.count, data: o.data, write: o.write });
+      if (Math.abs(v.camgpu.accuracy - v.onnxruntime.accuracy) > 0.001) throw new CamgpuCheckError(`accuracies differ by more than 0.1%: camgpu ${v.camgpu.accuracy}, onnxruntime ${v.onnxruntime.accuracy}`);
     });
   return program;
 }
@@ -306,6 +382,10 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof UsageError) {
       console.error(`camgpu: ${e.message}`);
       return 2;
+    }
+    if (e instanceof CamgpuCheckError) {
+      console.error(`camgpu: check failed: ${e.message}`);
+      return 1;
     }
     if (e instanceof CamgpuError) {
       console.error(`camgpu: error [${e.code}]: ${e.message}`);

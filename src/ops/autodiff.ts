@@ -198,8 +198,54 @@ function backward(tape: Tape, op: GraphOp, gy: Sym, need: (k: number) => boolean
     case 'onehot_argmax':
       // Piecewise constant: zero almost everywhere.
       return;
+    case 'batchnorm':
+      batchNormBackward(tape, op, preActivation(op.activation), need, contribute);
+      return;
+    case 'batchnorm_stats': {
+      // Reached only for statistics read by something other than a batchnorm of the same
+      // tensor (that one's rule already accounts for them): mean' = g_m/M, var' = 2·g_v·(x − mean)/M.
+      const x = s(op.inputs[0]);
+      const C = x.shape[1];
+      const M = x.shape.reduce((p, d) => p * d, 1) / Math.max(C, 1);
+      const perChannel = [1, C, ...x.shape.slice(2).map(() => 1)];
+      const row = (t: Sym, r: number) => tape.reshape(tape.record({ kind: 'slice', inputs: [t.name], axis: 0, start: r }, [1, C], origin(op, `row${r}`)), perChannel);
+      const centered = tape.sub(x, row(y, 0));
+      const fromVar = tape.mul(centered, tape.mul(row(gy, 1), tape.scalar(2 / M)));
+      contribute(x.name, tape.add(fromVar, tape.mul(row(gy, 0), tape.scalar(1 / M))));
+      return;
+    }
     default:
       throw new InputError(`no gradient for ${op.kind} ('${op.node.name}'): second-order gradients are not supported`);
+  }
+}
+
+/**
+ * Batch normalization's rule. When the statistics are the batch's own (batchnorm_stats of
+ * the same x: training mode), the input gradient includes the path through them, fused:
+ * gamma·invstd·(g − (Σg + x̂·Σg·x̂)/M); the statistics then receive nothing (their own rule
+ * serves other readers). With statistics fed in (running statistics: evaluation mode) the
+ * input gradient is gamma·invstd·g. gamma and beta get the per-channel sums Σ g·x̂ and Σ g.
+ */
+function batchNormBackward(tape: Tape, op: Extract<GraphOp, { kind: 'batchnorm' }>, gp: Sym, need: (k: number) => boolean, contribute: (name: string, g: Sym) => void): void {
+  const [x, stats, gamma, beta] = op.inputs.map((n) => tape.sym(n));
+  const C = x.shape[1];
+  const producer = tape.graph.ops.find((o) => o.output === stats.name);
+  const batchStats = producer?.kind === 'batchnorm_stats' && producer.inputs[0] === x.name;
+  if (need(1) && !batchStats) {
+    throw new InputError(`no gradient for the statistics of batchnorm '${op.node.name}': they are neither constant nor the batch statistics of its input`);
+  }
+  let sums: Sym | null = null;
+  if (need(2) || need(3) || (need(0) && batchStats)) {
+    sums = tape.record({ kind: 'batchnorm_grad_params', inputs: [x.name, stats.name, gp.name], eps: op.eps }, [2, C], origin(op, 'params'));
+  }
+  const row = (r: number, like: Sym) => tape.reshape(tape.record({ kind: 'slice', inputs: [sums!.name], axis: 0, start: r }, [1, C], origin(op, r === 0 ? 'scale' : 'bias')), like.shape);
+  if (need(2)) contribute(gamma.name, row(0, gamma));
+  if (need(3)) contribute(beta.name, row(1, beta));
+  if (need(0)) {
+    const inputs: [string, string, string, string] | [string, string, string, string, string] = batchStats
+      ? [x.name, stats.name, gamma.name, gp.name, sums!.name]
+      : [x.name, stats.name, gamma.name, gp.name];
+    contribute(x.name, tape.record({ kind: 'batchnorm_grad_input', inputs, eps: op.eps, batchStats }, x.shape, origin(op, 'input')));
   }
 }
 

@@ -1,4 +1,5 @@
 import { lowerOnehotArgmax } from './argmax.js';
+import { lowerBatchNorm, lowerBatchNormGradInput, lowerBatchNormGradParams, lowerBatchNormStats } from './batchnorm.js';
 import { lowerConv } from './conv.js';
 import { lowerConvGradInput, lowerConvGradWeight } from './grad-conv.js';
 import { lowerActivationGrad, lowerSoftmaxGrad } from './grad-elementwise.js';
@@ -243,6 +244,20 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
       case 'pad_grad':
         dispatches.push(...lowerPadGrad(env, bind(op.inputs[0], op), y(), op.pads, op.mode));
         break;
+      case 'batchnorm_stats':
+        dispatches.push(...lowerBatchNormStats(env, bind(op.inputs[0], op), y()));
+        break;
+      case 'batchnorm':
+        dispatches.push(...lowerBatchNorm(env, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), bind(op.inputs[3], op), y(), op.eps, op.activation));
+        break;
+      case 'batchnorm_grad_params':
+        dispatches.push(...lowerBatchNormGradParams(env, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), y(), op.eps));
+        break;
+      case 'batchnorm_grad_input': {
+        const sums = op.inputs[4] !== undefined ? bind(op.inputs[4], op) : null;
+        dispatches.push(...lowerBatchNormGradInput(env, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), bind(op.inputs[3], op), sums, y(), op.eps));
+        break;
+      }
       default: {
         const never: never = op;
         throw new Error(`internal: no lowering for ${(never as GraphOp).kind}`);

@@ -42,7 +42,7 @@ export function lowerSg8Product(p: Sg8Product): Lowered {
   if (p.bLayout === 'nk' && p.batch === 1 && p.M <= 16 && p.K % 4 === 0 && p.aOff % 4 === 0 && p.bOff === 0 && p.biasSm === 0 && p.biasSn <= 1) {
     return [{
       kernel: gemvKernel(act.kind, p.bias !== null, gemvRows(p.M)),
-      params: GEMV_PARAMS.pack({ M: p.M, N: p.N, K: p.K, c_off: p.cOff, ldc: p.ldc, bias_off: p.biasOff, bias_sn: p.biasSn, alpha: p.alpha, beta: p.beta, ...activationParams(act) }),
+      params: GEMV_PARAMS.pack({ M: p.M, N: p.N, K: p.K, a_off4: p.aOff / 4, c_off: p.cOff, ldc: p.ldc, bias_off: p.biasOff, bias_sn: p.biasSn, alpha: p.alpha, beta: p.beta, ...activationParams(act) }),
       buffers: [p.a.binding, p.b.binding, ...(p.bias ? [p.bias.binding] : []), p.c.binding],
       workgroups: [cdiv(p.N, 64), cdiv(p.M, gemvRows(p.M)), 1],
       label: p.label,

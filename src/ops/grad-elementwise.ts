@@ -22,11 +22,13 @@ export function lowerActivationGrad(env: LowerEnv, act: Activation, y: BoundTens
   }
   const n = sizeOf(y.shape);
   if (n === 0) return [];
+  const vec4 = n % 4 === 0 && [y, gy, gx].every((t) => (t.binding.offset ?? 0) % 16 === 0);
+  const items = vec4 ? n / 4 : n;
   return [{
-    kernel: activationGradKernel(act.kind),
-    params: UNARY_PARAMS.pack({ n, ...activationParams(act) }),
+    kernel: activationGradKernel(act.kind, vec4),
+    params: UNARY_PARAMS.pack({ n: items, ...activationParams(act) }),
     buffers: [y.binding, gy.binding, gx.binding],
-    workgroups: grid1d(cdiv(n, EW_WG)),
+    workgroups: grid1d(cdiv(items, EW_WG)),
     label: env.label,
     flops: 2 * n,
   }];

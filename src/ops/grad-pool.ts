@@ -34,18 +34,6 @@ export function lowerPoolGrad(env: LowerEnv, kind: 'max' | 'avg', x: BoundTensor
     flops: nx * a.kernel[0] * a.kernel[1],
   });
   if (kind === 'avg') return [gather([gy.binding, gx.binding])];
-  const tiles = a.strides[0] === a.kernel[0] && a.strides[1] === a.kernel[1] && a.pads.every((p) => p === 0) &&
-    a.dilations[0] === 1 && a.dilations[1] === 1 && ys[2] * a.kernel[0] === x.shape[2] && ys[3] * a.kernel[1] === x.shape[3];
-  if (tiles) {
-    return [{
-      kernel: poolMaxGradTiledKernel(),
-      params: POOL_PARAMS.pack({ n: ny, ...geometry }),
-      buffers: [x.binding, gy.binding, gx.binding],
-      workgroups: grid1d(cdiv(ny, POOL_WG)),
-      label: env.label,
-      flops: ny * a.kernel[0] * a.kernel[1],
-    }];
-  }
   const tiles = a.strides[0] === a.kernel[0] && a.strides[1] === a.kernel[1] && a.dilations.every((d) => d === 1) && a.pads.every((p) => p === 0)
     && ys[2] * a.kernel[0] === x.shape[2] && ys[3] * a.kernel[1] === x.shape[3];
   if (tiles) {

@@ -50,7 +50,24 @@ export type GraphOp =
   | { kind: 'softmax_grad'; node: OpOrigin; inputs: [string, string]; output: string; axis: number; coerce2d: boolean; log: boolean }
   | { kind: 'resize_grad'; node: OpOrigin; inputs: [string]; output: string; options: BilinearOptions }
   | { kind: 'slice'; node: OpOrigin; inputs: [string]; output: string; axis: number; start: number }
-  | { kind: 'pad_grad'; node: OpOrigin; inputs: [string]; output: string; pads: number[]; mode: PadMode };
+  | { kind: 'pad_grad'; node: OpOrigin; inputs: [string]; output: string; pads: number[]; mode: PadMode }
+  // Training-mode batch normalization (src/ops/batchnorm.ts).
+  /** [2, C]: per channel of an N×C×… tensor, the mean (row 0) and biased variance (row 1) over N and the spatial axes. */
+  | { kind: 'batchnorm_stats'; node: OpOrigin; inputs: [string]; output: string }
+  /**
+   * y = act((x − mean[c]) / √(var[c] + eps) · gamma[c] + beta[c]) with (mean, var) the rows of
+   * `stats` [2, C]: the batch's own (from batchnorm_stats of x: training mode) or running
+   * statistics fed as an input (evaluation mode).
+   */
+  | { kind: 'batchnorm'; node: OpOrigin; inputs: [string, string, string, string]; output: string; eps: number; activation: Activation }
+  /** [2, C]: Σ g·x̂ (gamma's gradient, row 0) and Σ g (beta's, row 1) per channel, x̂ = (x − mean)/√(var + eps). Inputs [x, stats, g]. */
+  | { kind: 'batchnorm_grad_params'; node: OpOrigin; inputs: [string, string, string]; output: string; eps: number }
+  /**
+   * The input gradient of batchnorm. `batchStats`: stats are x's own, so the gradient flows
+   * through them too: gamma·invstd·(g − (Σg + x̂·Σg·x̂)/M), inputs [x, stats, gamma, g, params]
+   * with params from batchnorm_grad_params; otherwise gamma·invstd·g, inputs [x, stats, gamma, g].
+   */
+  | { kind: 'batchnorm_grad_input'; node: OpOrigin; inputs: [string, string, string, string] | [string, string, string, string, string]; output: string; eps: number; batchStats: boolean };
 
 export type ReduceKind = 'sum' | 'mean' | 'max' | 'min';
 
@@ -63,6 +80,7 @@ export function acceptsActivation(op: GraphOp): boolean {
     case 'matmul':
     case 'binary':
     case 'affine':
+    case 'batchnorm':
       return op.activation.kind === 'none';
     default:
       return false;
@@ -78,6 +96,7 @@ export function withActivation(op: GraphOp, act: Activation, output: string): Gr
     case 'matmul':
     case 'binary':
     case 'affine':
+    case 'batchnorm':
       return { ...op, activation: act, output };
     default:
       throw new Error(`cannot fuse an activation into ${op.kind}`);

@@ -8,21 +8,24 @@ import { SOFTMAX_PARAMS } from './layout.js';
  * y): relu 1[y > 0], clip 1[min < y < max], leaky_relu (alpha > 0) 1 or alpha by the sign of
  * y, sigmoid y(1 − y), none 1. Parameters as UNARY_PARAMS (act_a, act_b = clip bounds / alpha).
  */
-export function activationGradKernel(act: Activation['kind']): KernelDef {
+export function activationGradKernel(act: Activation['kind'], vec4 = false): KernelDef {
+  const T = vec4 ? 'vec4<f32>' : 'f32';
+  const zero = `${T}(0.0)`;
   const expr: Record<Activation['kind'], string> = {
     none: 'g',
-    relu: 'select(0.0, g, y > 0.0)',
-    clip: 'select(0.0, g, y > params.act_a && y < params.act_b)',
-    leaky_relu: 'select(g * params.act_a, g, y >= 0.0)',
+    relu: `select(${zero}, g, y > ${zero})`,
+    clip: `select(${zero}, g, (y > ${T}(params.act_a)) & (y < ${T}(params.act_b)))`,
+    leaky_relu: `select(g * params.act_a, g, y >= ${zero})`,
     sigmoid: 'g * y * (1.0 - y)',
   };
+  // vec4: n counts vec4s (the caller checks the size is a multiple of 4); 4× fewer loads on lavapipe.
   return {
-    key: `activation_grad/${act}`,
+    key: `activation_grad/${act}${vec4 ? '/v4' : ''}`,
     params: UNARY_PARAMS,
     storage: [
-      { name: 'Y', access: 'read', element: 'f32' },
-      { name: 'GY', access: 'read', element: 'f32' },
-      { name: 'GX', access: 'read_write', element: 'f32' },
+      { name: 'Y', access: 'read', element: T },
+      { name: 'GY', access: 'read', element: T },
+      { name: 'GX', access: 'read_write', element: T },
     ],
     body: `${LINEAR_GROUP_WGSL}
 @compute @workgroup_size(${EW_WG})

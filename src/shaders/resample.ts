@@ -62,10 +62,19 @@ export const UNPACK_PARAMS = new ParamLayout([
   ['out_off', 'u32'],
 ]);
 
-/** Packed RGBA8 pixels to a planar float [3, H, W] image in [0, 1] (alpha dropped). */
-export function unpackRgbaKernel(): KernelDef {
+/**
+ * Packed RGBA8 pixels to planar floats in [0, 1], alpha dropped: [3, H, W] RGB, or
+ * [1, H, W] luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, as PIL's convert('L')) for
+ * grayscale models.
+ */
+export function unpackRgbaKernel(channels: 1 | 3 = 3): KernelDef {
+  const store = channels === 3
+    ? `Y[params.out_off + i] = rgba.x;
+  Y[params.out_off + params.pixels + i] = rgba.y;
+  Y[params.out_off + 2u * params.pixels + i] = rgba.z;`
+    : 'Y[params.out_off + i] = dot(rgba.xyz, vec3<f32>(0.299, 0.587, 0.114));';
   return {
-    key: 'unpack_rgba8',
+    key: `unpack_rgba8/${channels}`,
     params: UNPACK_PARAMS,
     storage: [
       { name: 'P', access: 'read', element: 'u32' },
@@ -77,9 +86,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let i = linear_group(wid, nwg) * ${RESAMPLE_WG}u + li;
   if (i >= params.pixels) { return; }
   let rgba = unpack4x8unorm(P[i]);
-  Y[params.out_off + i] = rgba.x;
-  Y[params.out_off + params.pixels + i] = rgba.y;
-  Y[params.out_off + 2u * params.pixels + i] = rgba.z;
+  ${store}
 }
 `,
   };

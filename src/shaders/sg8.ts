@@ -143,7 +143,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 }
 
 export const GEMV_PARAMS = new ParamLayout([
-  ['M', 'u32'], ['N', 'u32'], ['K', 'u32'],
+  ['M', 'u32'], ['N', 'u32'], ['K', 'u32'], ['a_off4', 'u32'],
   ['c_off', 'u32'], ['ldc', 'u32'], ['bias_off', 'u32'], ['bias_sn', 'u32'],
   ...EPILOGUE_PARAMS,
 ]);
@@ -181,7 +181,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(subgroup_invocat
   let m0 = gid.y * ${R}u;
   let K4 = params.K / 4u;
   let brow = n * K4;
-${rs.map((i) => `  let arow${i} = min(m0 + ${i}u, params.M - 1u) * K4;\n  var acc${i} = vec4<f32>(0.0);`).join('\n')}
+${rs.map((i) => `  let arow${i} = params.a_off4 + min(m0 + ${i}u, params.M - 1u) * K4;\n  var acc${i} = vec4<f32>(0.0);`).join('\n')}
   let blocks = K4 / ${SG}u;
   for (var kb = 0u; kb < blocks; kb++) {
     let k8 = kb * ${SG}u;
