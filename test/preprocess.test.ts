@@ -54,6 +54,13 @@ function randomImage(w: number, h: number, seed: number): RgbaImage {
 }
 
 describe('image preprocessing (SPEC §0) on the GPU', () => {
+  it('camgpu run reads the model card beside the model: its preprocessing and class names', async () => {
+    const root = join(import.meta.dirname, '..');
+    const r = await promisify(execFile)(process.execPath, [join(root, 'bin', 'camgpu.js'), 'run', '--model', join(root, 'models', 'fashion-vgg.onnx'), '--image', join(root, 'examples', 'fashion', 'ankle-boot.png'), '--json']);
+    const out = JSON.parse(r.stdout) as { top: { classes: { cls: number; label: string | null }[] }[] };
+    expect(out.top[0].classes[0]).toMatchObject({ cls: 9, label: 'Ankle boot' });
+  });
+
   it('resizes bilinearly with half-pixel centers and normalizes with ImageNet mean/std, per image of a batch', async () => {
     const ctx = await gpu();
     const images = [randomImage(53, 37, 1), randomImage(20, 31, 2)];
@@ -64,6 +71,18 @@ describe('image preprocessing (SPEC §0) on the GPU', () => {
     images.forEach((img, i) => {
       expect(relError(got.subarray(i * per, (i + 1) * per), reference(img, [24, 28], [24, 28], [0, 0]))).toBeLessThan(1e-5);
     });
+    t.dispose();
+  });
+
+  it('grayscale models get one luma plane (ITU-R 601), normalized with their own mean/std', async () => {
+    const ctx = await gpu();
+    const img = randomImage(28, 28, 9);
+    const t = preprocessImages(ctx, [img], { size: [56, 56], channels: 1, normalize: { mean: [0.2860], std: [0.3530] } });
+    expect(t.shape).toEqual([1, 1, 56, 56]);
+    const luma = new Float64Array(28 * 28);
+    for (let i = 0; i < luma.length; i++) luma[i] = (0.299 * img.rgba[i * 4] + 0.587 * img.rgba[i * 4 + 1] + 0.114 * img.rgba[i * 4 + 2]) / 255;
+    const want = resizeRef(luma, 28, 28, 56, 56, [56, 56], [0, 0]).map((v) => (v - 0.286) / 0.353);
+    expect(relError(await t.read(), want)).toBeLessThan(1e-5);
     t.dispose();
   });
 

@@ -2,6 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { readImageFile } from '../src/io/image-node.js';
+import { type ModelCard, readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy, parseNpy } from '../src/io/npy.js';
 import { CamgpuError, GpuContext, InputError, loadModel, type Model, Tensor } from '../src/node.js';
 import { preprocessImages } from '../src/preprocess.js';
@@ -56,9 +57,9 @@ function archName(v: string): ArchName {
 /** A check that ran and failed: exit status 1 with the reason. */
 class CamgpuCheckError extends Error {}
 
-function triple(v: string): number[] {
+function meanStd(v: string): number[] {
   const t = csv(v).map(Number);
-  if (t.length !== 3 || t.some((x) => !Number.isFinite(x))) throw new InvalidArgumentError(`'${v}' is not three comma-separated numbers`);
+  if ((t.length !== 1 && t.length !== 3) || t.some((x) => !Number.isFinite(x))) throw new InvalidArgumentError(`'${v}' is not one or three comma-separated numbers`);
   return t;
 }
 
@@ -85,7 +86,7 @@ function safeFileName(name: string): string {
   return name.replace(/^\/+/, '').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 120) || 'tensor';
 }
 
-async function loadInput(ctx: GpuContext, model: Model, opts: { image: string[]; inputNpy?: string; size?: string; resize: string; mean?: number[]; std?: number[]; normalize: boolean }): Promise<{ x: Tensor; names: string[] }> {
+async function loadInput(ctx: GpuContext, model: Model, card: ModelCard | null, opts: { image: string[]; inputNpy?: string; size?: string; resize: string; mean?: number[]; std?: number[]; normalize: boolean }): Promise<{ x: Tensor; names: string[] }> {
   if (opts.inputNpy && opts.image.length) throw new UsageError('give either --image or --input-npy, not both');
   if (opts.inputNpy) {
     let bytes: Uint8Array;
@@ -100,20 +101,26 @@ async function loadInput(ctx: GpuContext, model: Model, opts: { image: string[];
     return { x, names: Array.from({ length: arr.shape[0] }, (_, i) => `${basename(opts.inputNpy!)}[${i}]`) };
   }
   if (!opts.image.length) throw new UsageError('give --image FILE or --input-npy FILE');
-  let size: [number, number];
+  // The model card (when there is one) says how images become inputs; flags override it.
+  const s = card ? [1, ...card.input] : model.defaultInputShape(1);
+  const channels = s[1];
+  if (s.length !== 4 || (channels !== 1 && channels !== 3)) throw new InputError(`${model.graph.file}: input shape [${s}] is not a batch of RGB or grayscale images; use --input-npy`);
+  let size: [number, number] = [s[2], s[3]];
   if (opts.size) {
     const m = /^(\d+)x(\d+)$/.exec(opts.size);
     if (!m) throw new UsageError(`--size must look like 224x224, got '${opts.size}'`);
     size = [Number(m[1]), Number(m[2])];
-  } else {
-    const s = model.defaultInputShape(1);
-    if (s.length !== 4 || s[1] !== 3) throw new InputError(`${model.graph.file}: input shape [${s}] is not an RGB image batch; use --input-npy`);
-    size = [s[2], s[3]];
   }
   if (opts.resize !== 'resize' && opts.resize !== 'resize-crop') throw new UsageError(`--resize must be resize or resize-crop, got '${opts.resize}'`);
+  const perChannel = (v: number[] | undefined, what: string) => {
+    if (v && v.length === 3 && channels === 1) throw new UsageError(`--${what} takes one value per channel; the model is grayscale`);
+    return v;
+  };
+  const mean = perChannel(opts.mean, 'mean') ?? card?.mean ?? [0.485, 0.456, 0.406];
+  const std = perChannel(opts.std, 'std') ?? card?.std ?? [0.229, 0.224, 0.225];
   const images = opts.image.map((f) => readImageFile(f));
-  const normalize = opts.normalize ? { mean: opts.mean ?? [0.485, 0.456, 0.406], std: opts.std ?? [0.229, 0.224, 0.225] } : null;
-  const x = preprocessImages(ctx, images, { size, mode: opts.resize, normalize });
+  const normalize = opts.normalize ? { mean, std } : null;
+  const x = preprocessImages(ctx, images, { size, mode: opts.resize, normalize, channels: channels as 1 | 3 });
   return { x, names: opts.image.map((f) => basename(f)) };
 }
 
@@ -135,7 +142,8 @@ interface RunCliOptions {
 async function cmdRun(o: RunCliOptions): Promise<void> {
   const ctx = await GpuContext.create();
   const model = loadModel(ctx, o.model);
-  const { x, names } = await loadInput(ctx, model, o);
+  const card = readModelCardBeside(o.model);
+  const { x, names } = await loadInput(ctx, model, card, o);
   const t0 = performance.now();
   const r = await model.run(x, { taps: o.taps });
   const outName = model.graph.outputs[0].name;
@@ -166,12 +174,13 @@ async function cmdRun(o: RunCliOptions): Promise<void> {
   if (o.json) {
     console.log(JSON.stringify({
       model: o.model, output: outName, batch, classes, ms: Number(ms.toFixed(2)), chunk: r.chunk,
-      top: perImage.map((t, i) => ({ input: names[i] ?? String(i), classes: t })),
+      top: perImage.map((t, i) => ({ input: names[i] ?? String(i), classes: t.map((c) => ({ ...c, label: card?.classes?.[c.cls] ?? null })) })),
       taps: tapInfo, out: o.out ?? null,
     }, null, 2));
   } else {
     perImage.forEach((t, i) => {
-      console.log(`${names[i] ?? `#${i}`}: ${t.map((c) => `${c.cls} (logit ${c.logit.toFixed(4)}, p ${c.prob.toFixed(4)})`).join(', ')}`);
+      const label = (c: number) => (card?.classes?.[c] ? ` ${card.classes[c]}` : '');
+      console.log(`${names[i] ?? `#${i}`}: ${t.map((c) => `${c.cls}${label(c.cls)} (p ${c.prob.toFixed(4)}, logit ${c.logit.toFixed(3)})`).join(', ')}`);
     });
     for (const [name, t] of Object.entries(tapInfo)) console.log(`tap ${name} -> ${t.tensor} [${t.shape.join('x')}]${t.file ? ` ${t.file}` : ''}`);
     if (o.out) console.log(`wrote ${join(o.out, 'logits.npy')}${Object.keys(tapInfo).length ? ' and taps.json' : ''}`);
@@ -286,8 +295,8 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output', false)
     .option('--size <HxW>', 'model input size for --image (default: the model input shape)')
     .option('--resize <mode>', "'resize' (bilinear to the input size) or 'resize-crop' (shorter side to 256/224 of it, center crop)", 'resize')
-    .option('--mean <r,g,b>', 'normalization mean (default ImageNet)', triple)
-    .option('--std <r,g,b>', 'normalization std (default ImageNet)', triple)
+    .option('--mean <m>', 'normalization mean, one value per channel (default: the model card, else ImageNet)', meanStd)
+    .option('--std <s>', 'normalization std, one value per channel (default: the model card, else ImageNet)', meanStd)
     .option('--no-normalize', 'feed [0,1] RGB without mean/std normalization')
     .action(cmdRun);
   program
