@@ -1,5 +1,4 @@
 import { InputError } from '../runtime/errors.js';
-import { hostTensor } from '../runtime/host-tensor.js';
 import { formatShape } from '../runtime/shape.js';
 import { type Activation, NO_ACTIVATION } from './activation.js';
 import type { GraphOp, OpOrigin } from './graph.js';
@@ -247,14 +246,4 @@ function batchNormBackward(tape: Tape, op: Extract<GraphOp, { kind: 'batchnorm' 
       : [x.name, stats.name, gamma.name, gp.name];
     contribute(x.name, tape.record({ kind: 'batchnorm_grad_input', inputs, eps: op.eps, batchStats }, x.shape, origin(op, 'input')));
   }
-}
-
-/** A one-hot [N, C] weighting of classes, one class per row: the seed of Σ_i logit[i, c_i]. */
-export function oneHot(classes: readonly number[], numClasses: number) {
-  const data = new Float32Array(classes.length * numClasses);
-  classes.forEach((c, i) => {
-    if (!Number.isInteger(c) || c < 0 || c >= numClasses) throw new InputError(`class ${c} of image ${i} is not in [0, ${numClasses})`);
-    data[i * numClasses + c] = 1;
-  });
-  return hostTensor('float32', [classes.length, numClasses], data);
 }
