@@ -91,6 +91,8 @@ export class Model {
   private readonly programs = new Map<string, Promise<Program>>();
   /** Images per pass by program and batch (the analysis behind it runs once). */
   private readonly chunks = new Map<string, number>();
+  /** Output shape at batch 1 by input shape: analysis folds BatchNorm into every conv, far too slow per call. */
+  private readonly outputShapes = new Map<string, number[]>();
 
   constructor(ctx: GpuContext, graph: IrGraph) {
     this.ctx = ctx;
@@ -228,6 +230,17 @@ export class Model {
     return { results, timings: rec.submit(), chunk, flops };
   }
 
+  private outputShape(rest: readonly number[]): number[] {
+    const key = rest.join(',');
+    let shape = this.outputShapes.get(key);
+    if (!shape) {
+      const g = analyze(this.graph, new Map([[this.inputName, [1, ...rest]]]), { keep: new Set() });
+      shape = g.shapes.get(this.resolvedName(this.outputName))!;
+      this.outputShapes.set(key, shape);
+    }
+    return shape;
+  }
+
   private checkBatchInput(x: Tensor, name = this.inputName): number {
     x.assertAlive();
     this.validateInput(name, x.shape);
@@ -317,7 +330,7 @@ export class Model {
     const wrt = wrtNames.map((n): ResolvedTap => (n === 'input' ? { requested: 'input', tensor: name, how: 'tensor' } : this.resolveTaps([n], shapes1)[0]));
     const target = options.target ?? {};
     const of = target.of ?? 'logit';
-    const numClasses = this.analyze(shapes1, new Set()).shapes.get(this.resolvedName(this.outputName))!.at(-1)!;
+    const numClasses = this.outputShape(rest).at(-1)!;
     const feeds = new Map([[name, x]]);
     let weights: Tensor | null = null;
     if (target.weights) {
