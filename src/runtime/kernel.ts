@@ -88,3 +88,18 @@ export function grid1d(groups: number): [number, number, number] {
 
 /** WGSL helper used with grid1d: the linear workgroup index. */
 export const LINEAR_GROUP_WGSL = 'fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.x + wid.y * nwg.x; }\n';
+
+/**
+ * The entry point of a kernel with one invocation per element over a grid1d grid: the body
+ * sees the element index `i`; invocations past `count` (a WGSL expression) return at once.
+ */
+export function elementwiseMain(workgroupSize: number, count: string, body: string): string {
+  return `${LINEAR_GROUP_WGSL}
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = linear_group(wid, nwg) * ${workgroupSize}u + li;
+  if (i >= ${count}) { return; }
+${body}
+}
+`;
+}

@@ -1,5 +1,5 @@
 import { ACTIVATION_PARAMS, type Activation, activationWgsl } from '../ops/activation.js';
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG } from './elementwise.js';
 
 /**
@@ -129,18 +129,11 @@ export function bnApplyKernel(act: Activation['kind'], vec4: boolean): KernelDef
       { name: 'Beta', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: T },
     ],
-    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  let c = (i / params.HWq) % params.C;
+    body: `${activationWgsl(act)}${elementwiseMain(EW_WG, 'params.n', `  let c = (i / params.HWq) % params.C;
   let scale = Gamma[c] / sqrt(Stats[params.C + c] + params.eps);
   let shift = Beta[c] - Stats[c] * scale;
   let v = fma(X[i], ${T}(scale), ${T}(shift));
-  Y[i] = ${vec4 ? 'vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w))' : 'activate(v)'};
-}
-`,
+  Y[i] = ${vec4 ? 'vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w))' : 'activate(v)'};`)}`,
   };
 }
 
@@ -162,20 +155,13 @@ export function bnGradInputKernel(batchStats: boolean, vec4: boolean): KernelDef
       ...(batchStats ? [{ name: 'Sums', access: 'read' as const, element: 'f32' }] : []),
       { name: 'GX', access: 'read_write', element: T },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  let c = (i / params.HWq) % params.C;
+    body: `${elementwiseMain(EW_WG, 'params.n', `  let c = (i / params.HWq) % params.C;
   let invstd = 1.0 / sqrt(Stats[params.C + c] + params.eps);
   let k = Gamma[c] * invstd;
 ${batchStats ? `  let xhat = (X[i] - ${T}(Stats[c])) * invstd;
   let dgamma = Sums[c];
   let dbeta = Sums[params.C + c];
-  GX[i] = ${T}(k) * (G[i] - (${T}(dbeta) + xhat * dgamma) / params.M);` : '  GX[i] = G[i] * k;'}
-}
-`,
+  GX[i] = ${T}(k) * (G[i] - (${T}(dbeta) + xhat * dgamma) / params.M);` : '  GX[i] = G[i] * k;'}`)}`,
   };
 }
 

@@ -1,5 +1,5 @@
 import { ACTIVATION_PARAMS, type Activation, activationWgsl } from '../ops/activation.js';
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 
 /** Elements per workgroup of the point-wise kernels. */
 export const EW_WG = 256;
@@ -40,12 +40,7 @@ export function binaryKernel(op: BinaryOpKind, act: Activation['kind']): KernelD
       { name: 'B', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  var rem = i;
+    body: `${activationWgsl(act)}${elementwiseMain(EW_WG, 'params.n', `  var rem = i;
   var ia = params.a_off;
   var ib = params.b_off;
 ${R.map(
@@ -57,9 +52,7 @@ ${R.map(
 ).join('\n')}
   let a = A[ia];
   let b = B[ib];
-  Y[i] = activate(${BINARY_EXPR[op]});
-}
-`,
+  Y[i] = activate(${BINARY_EXPR[op]});`)}`,
   };
 }
 
@@ -78,17 +71,10 @@ export function sameShapeBinaryKernel(op: BinaryOpKind, act: Activation['kind'])
       { name: 'B', access: 'read', element: 'vec4<f32>' },
       { name: 'Y', access: 'read_write', element: 'vec4<f32>' },
     ],
-    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n4) { return; }
-  let a = A[i];
+    body: `${activationWgsl(act)}${elementwiseMain(EW_WG, 'params.n4', `  let a = A[i];
   let b = B[i];
   let v = ${BINARY_EXPR[op]};
-  Y[i] = vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w));
-}
-`,
+  Y[i] = vec4<f32>(activate(v.x), activate(v.y), activate(v.z), activate(v.w));`)}`,
   };
 }
 
@@ -103,14 +89,7 @@ export function unaryKernel(act: Activation['kind']): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  Y[i] = activate(X[i]);
-}
-`,
+    body: `${activationWgsl(act)}${elementwiseMain(EW_WG, 'params.n', `  Y[i] = activate(X[i]);`)}`,
   };
 }
 
@@ -127,14 +106,7 @@ export function channelAffineKernel(act: Activation['kind']): KernelDef {
       { name: 'Shift', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${activationWgsl(act)}${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  let c = (i / params.inner) % params.channels;
-  Y[i] = activate(fma(X[i], Scale[c], Shift[c]));
-}
-`,
+    body: `${activationWgsl(act)}${elementwiseMain(EW_WG, 'params.n', `  let c = (i / params.inner) % params.channels;
+  Y[i] = activate(fma(X[i], Scale[c], Shift[c]));`)}`,
   };
 }

@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 
 /** Kernels of a convolution's backward pass (src/ops/grad-conv.ts decides which run). */
 export const GRAD_CONV_WG = 64;
@@ -23,21 +23,14 @@ export function flipConvWeightsKernel(): KernelDef {
       { name: 'W', access: 'read', element: 'f32' },
       { name: 'Wf', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * 256u + li;
-  if (i >= params.n) { return; }
-  let KK = params.KH * params.KW;
+    body: `${elementwiseMain(256, 'params.n', `  let KK = params.KH * params.KW;
   let kw = i % params.KW;
   let kh = (i / params.KW) % params.KH;
   let co = (i / KK) % params.cout_g;
   let c = i / (KK * params.cout_g);
   let g = c / params.cin_g;
   let ci = c % params.cin_g;
-  Wf[i] = W[((g * params.cout_g + co) * params.cin_g + ci) * KK + (params.KH - 1u - kh) * params.KW + (params.KW - 1u - kw)];
-}
-`,
+  Wf[i] = W[((g * params.cout_g + co) * params.cin_g + ci) * KK + (params.KH - 1u - kh) * params.KW + (params.KW - 1u - kw)];`)}`,
   };
 }
 
@@ -74,12 +67,7 @@ export function phaseWeightsKernel(): KernelDef {
       { name: 'W', access: 'read', element: 'f32' },
       { name: 'Wp', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * 256u + li;
-  if (i >= params.n) { return; }
-  let TT = params.TH * params.TW;
+    body: `${elementwiseMain(256, 'params.n', `  let TT = params.TH * params.TW;
   let u = i % params.TW;
   let t = (i / params.TW) % params.TH;
   let co = (i / TT) % params.cout_g;
@@ -88,9 +76,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let ci = c % params.cin_g;
   let kh = params.rh + params.sh * (params.TH - 1u - t);
   let kw = params.rw + params.sw * (params.TW - 1u - u);
-  Wp[i] = W[((g * params.cout_g + co) * params.cin_g + ci) * params.KH * params.KW + kh * params.KW + kw];
-}
-`,
+  Wp[i] = W[((g * params.cout_g + co) * params.cin_g + ci) * params.KH * params.KW + kh * params.KW + kw];`)}`,
   };
 }
 
@@ -150,12 +136,7 @@ export function convGradInputKernel(): KernelDef {
       { name: 'Wt', access: 'read', element: 'f32' },
       { name: 'GX', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${GRAD_CONV_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${GRAD_CONV_WG}u + li;
-  if (i >= params.n) { return; }
-  let sh = params.stride_h;
+    body: `${elementwiseMain(GRAD_CONV_WG, 'params.n', `  let sh = params.stride_h;
   let sw = params.stride_w;
   let slots = sh * sw * params.HC * params.WB;
   let slot = i % slots;
@@ -213,9 +194,7 @@ ${cs.map((c) => `        { let w = Wt[wb + wc${c}]; ${ps.map((j) => `a${c}_${j} 
     let c = q / ${P}u;
     let j = q % ${P}u;
     if (ci0 + c < params.cin_g && iw0u + j * sw < params.W) { GX[gx + c * HW + j * sw] = outv[q]; }
-  }
-}
-`,
+  }`)}`,
   };
 }
 

@@ -1,5 +1,5 @@
 import type { Activation } from '../ops/activation.js';
-import { type KernelDef, LINEAR_GROUP_WGSL } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG, UNARY_PARAMS } from './elementwise.js';
 import { SOFTMAX_PARAMS } from './layout.js';
 
@@ -27,16 +27,9 @@ export function activationGradKernel(act: Activation['kind'], vec4 = false): Ker
       { name: 'GY', access: 'read', element: T },
       { name: 'GX', access: 'read_write', element: T },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  let y = Y[i];
+    body: `${elementwiseMain(EW_WG, 'params.n', `  let y = Y[i];
   let g = GY[i];
-  GX[i] = ${expr[act]};
-}
-`,
+  GX[i] = ${expr[act]};`)}`,
   };
 }
 

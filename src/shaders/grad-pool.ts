@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, elementwiseMain } from '../runtime/kernel.js';
 import { POOL_PARAMS, POOL_WG } from './pool.js';
 
 /** Marks a window without a single input tap (its maximum is a constant). */
@@ -17,12 +17,7 @@ export function poolArgmaxKernel(): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Arg', access: 'read_write', element: 'u32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${POOL_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${POOL_WG}u + li;
-  if (i >= params.n) { return; }
-  let ox = i % params.OW;
+    body: `${elementwiseMain(POOL_WG, 'params.n', `  let ox = i % params.OW;
   let oy = (i / params.OW) % params.OH;
   let plane = i / (params.OW * params.OH);
   let Hi = i32(params.H);
@@ -43,9 +38,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       }
     }
   }
-  Arg[i] = arg;
-}
-`,
+  Arg[i] = arg;`)}`,
   };
 }
 
@@ -132,12 +125,7 @@ export function poolGradTiledMaxKernel(): KernelDef {
       { name: 'GY', access: 'read', element: 'f32' },
       { name: 'GX', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${POOL_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${POOL_WG}u + li;
-  if (i >= params.n) { return; }
-  let ox = i % params.OW;
+    body: `${elementwiseMain(POOL_WG, 'params.n', `  let ox = i % params.OW;
   let oy = (i / params.OW) % params.OH;
   let plane = i / (params.OW * params.OH);
   let base = plane * params.H * params.W + oy * params.KH * params.W + ox * params.KW;
@@ -154,8 +142,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var q = 0u; q < params.KW; q++) {
       GX[base + p * params.W + q] = select(0.0, g, p * params.KW + q == arg);
     }
-  }
-}
-`,
+  }`)}`,
   };
 }

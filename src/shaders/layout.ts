@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG, MAX_BCAST_RANK } from './elementwise.js';
 
 const R = Array.from({ length: MAX_BCAST_RANK }, (_, i) => i);
@@ -56,17 +56,10 @@ export function sliceCopyKernel(): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  let inner = i % params.inner;
+    body: `${elementwiseMain(EW_WG, 'params.n', `  let inner = i % params.inner;
   let a = (i / params.inner) % params.in_axis;
   let o = i / (params.inner * params.in_axis);
-  Y[(o * params.out_axis + params.offset + a) * params.inner + inner] = X[i];
-}
-`,
+  Y[(o * params.out_axis + params.offset + a) * params.inner + inner] = X[i];`)}`,
   };
 }
 
@@ -96,12 +89,7 @@ export function padKernel(mode: PadMode): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  var rem = i;
+    body: `${elementwiseMain(EW_WG, 'params.n', `  var rem = i;
   var src = 0u;
   var stride = 1u;
   var inside = true;
@@ -116,9 +104,7 @@ ${R.map((k) => {
     stride *= params.id${d};
   }`;
 }).join('\n')}
-  Y[i] = select(params.value, X[select(0u, src, inside)], inside);
-}
-`,
+  Y[i] = select(params.value, X[select(0u, src, inside)], inside);`)}`,
   };
 }
 
@@ -139,17 +125,10 @@ export function sliceReadKernel(): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  let inner = i % params.inner;
+    body: `${elementwiseMain(EW_WG, 'params.n', `  let inner = i % params.inner;
   let a = (i / params.inner) % params.out_axis;
   let o = i / (params.inner * params.out_axis);
-  Y[i] = X[(o * params.in_axis + params.offset + a) * params.inner + inner];
-}
-`,
+  Y[i] = X[(o * params.in_axis + params.offset + a) * params.inner + inner];`)}`,
   };
 }
 
@@ -199,12 +178,7 @@ export function padGradKernel(mode: PadMode): KernelDef {
       { name: 'GY', access: 'read', element: 'f32' },
       { name: 'GX', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  let inner = i % params.inner;
+    body: `${elementwiseMain(EW_WG, 'params.n', `  let inner = i % params.inner;
   let c = i32((i / params.inner) % params.len);
   let outer = i / (params.inner * params.len);
   let len = i32(params.len);
@@ -212,8 +186,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let base = outer * params.out_len * params.inner + inner;
   var acc = 0.0;
 ${gather[mode]}
-  GX[i] = acc;
-}
-`,
+  GX[i] = acc;`)}`,
   };
 }

@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 
 /** Parameter updates in place, one element per invocation (parameters are small next to activations). */
 export const OPTIM_WG = 256;
@@ -24,18 +24,11 @@ export function sgdKernel(nesterov: boolean): KernelDef {
       { name: 'P', access: 'read_write', element: 'f32' },
       { name: 'V', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${OPTIM_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${OPTIM_WG}u + li;
-  if (i >= params.n) { return; }
-  let p = P[i];
+    body: `${elementwiseMain(OPTIM_WG, 'params.n', `  let p = P[i];
   let g = G[i] + params.weight_decay * p;
   let v = params.momentum * V[i] + g;
   V[i] = v;
-  P[i] = p - params.lr * ${nesterov ? '(g + params.momentum * v)' : 'v'};
-}
-`,
+  P[i] = p - params.lr * ${nesterov ? '(g + params.momentum * v)' : 'v'};`)}`,
   };
 }
 
@@ -65,12 +58,7 @@ export function adamKernel(decoupled: boolean): KernelDef {
       { name: 'M', access: 'read_write', element: 'f32' },
       { name: 'V', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${OPTIM_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${OPTIM_WG}u + li;
-  if (i >= params.n) { return; }
-  let t = f32(params.step);
+    body: `${elementwiseMain(OPTIM_WG, 'params.n', `  let t = f32(params.step);
   var p = P[i];
 ${decoupled ? '  p = p * (1.0 - params.lr * params.weight_decay);\n  let g = G[i];' : '  let g = G[i] + params.weight_decay * p;'}
   let m = params.beta1 * M[i] + (1.0 - params.beta1) * g;
@@ -79,8 +67,6 @@ ${decoupled ? '  p = p * (1.0 - params.lr * params.weight_decay);\n  let g = G[i
   V[i] = v;
   let mhat = m / (1.0 - pow(params.beta1, t));
   let vhat = v / (1.0 - pow(params.beta2, t));
-  P[i] = p - params.lr * mhat / (sqrt(vhat) + params.eps);
-}
-`,
+  P[i] = p - params.lr * mhat / (sqrt(vhat) + params.eps);`)}`,
   };
 }

@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 
 export const POOL_WG = 256;
 
@@ -33,12 +33,7 @@ export function poolKernel(kind: 'max' | 'avg'): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${POOL_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${POOL_WG}u + li;
-  if (i >= params.n) { return; }
-  let ox = i % params.OW;
+    body: `${elementwiseMain(POOL_WG, 'params.n', `  let ox = i % params.OW;
   let oy = (i / params.OW) % params.OH;
   let plane = i / (params.OW * params.OH);
   let Hi = i32(params.H);
@@ -66,9 +61,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   ${kind === 'max'
     ? 'Y[i] = best;'
-    : 'let count = select(inside, inside + padded, params.count_include_pad != 0u);\n  Y[i] = sum / f32(max(count, 1u));'}
-}
-`,
+    : 'let count = select(inside, inside + padded, params.count_include_pad != 0u);\n  Y[i] = sum / f32(max(count, 1u));'}`)}`,
   };
 }
 

@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG, MAX_BCAST_RANK } from './elementwise.js';
 
 /**
@@ -162,12 +162,7 @@ export function reduceRouteKernel(): KernelDef {
       { name: 'Arg', access: 'read', element: 'u32' },
       { name: 'GX', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  var rem = i;
+    body: `${elementwiseMain(EW_WG, 'params.n', `  var rem = i;
   var o = 0u; var om = 1u;
   var r = 0u; var rm = 1u;
 ${R6.map((k) => {
@@ -177,9 +172,7 @@ ${R6.map((k) => {
     if (params.red${d} != 0u) { r += c * rm; rm *= params.d${d}; } else { o += c * om; om *= params.d${d}; }
   }`;
 }).join('\n')}
-  GX[i] = select(0.0, GY[o], Arg[o] == r);
-}
-`,
+  GX[i] = select(0.0, GY[o], Arg[o] == r);`)}`,
   };
 }
 
@@ -200,19 +193,12 @@ export function broadcastKernel(): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${EW_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${EW_WG}u + li;
-  if (i >= params.n) { return; }
-  var rem = i;
+    body: `${elementwiseMain(EW_WG, 'params.n', `  var rem = i;
   var src = 0u;
 ${R6.map((k) => {
   const d = MAX_BCAST_RANK - 1 - k;
   return `  if (${k}u < params.rank) { let c = rem % params.d${d}; rem = rem / params.d${d}; src += c * params.s${d}; }`;
 }).join('\n')}
-  Y[i] = params.scale * X[src];
-}
-`,
+  Y[i] = params.scale * X[src];`)}`,
   };
 }

@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 
 export const RESAMPLE_WG = 256;
 
@@ -32,12 +32,7 @@ export function bilinearKernel(alignCorners: boolean): KernelDef {
       { name: 'X', access: 'read', element: 'f32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${RESAMPLE_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${RESAMPLE_WG}u + li;
-  if (i >= params.n) { return; }
-  let ox = i % params.out_w;
+    body: `${elementwiseMain(RESAMPLE_WG, 'params.n', `  let ox = i % params.out_w;
   let oy = (i / params.out_w) % params.out_h;
   let plane = i / (params.out_w * params.out_h);
   let sy = ${coord('oy + params.off_y', 'params.in_h', 'params.scaled_h')};
@@ -51,9 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let base = plane * params.in_h * params.in_w;
   let top = mix(X[base + y0 * params.in_w + x0], X[base + y0 * params.in_w + x1], wx);
   let bottom = mix(X[base + y1 * params.in_w + x0], X[base + y1 * params.in_w + x1], wx);
-  Y[params.out_off + i] = mix(top, bottom, wy);
-}
-`,
+  Y[params.out_off + i] = mix(top, bottom, wy);`)}`,
   };
 }
 
@@ -80,15 +73,8 @@ export function unpackRgbaKernel(channels: 1 | 3 = 3): KernelDef {
       { name: 'P', access: 'read', element: 'u32' },
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${RESAMPLE_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${RESAMPLE_WG}u + li;
-  if (i >= params.pixels) { return; }
-  let rgba = unpack4x8unorm(P[i]);
-  ${store}
-}
-`,
+    body: `${elementwiseMain(RESAMPLE_WG, 'params.pixels', `  let rgba = unpack4x8unorm(P[i]);
+  ${store}`)}`,
   };
 }
 

@@ -1,4 +1,4 @@
-import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout } from '../runtime/kernel.js';
+import { type KernelDef, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 
 /**
  * Kernels around a training program: batches gathered on the GPU from a uint8 dataset that
@@ -31,18 +31,11 @@ export function gatherImagesKernel(): KernelDef {
       { name: 'Index', access: 'read', element: 'u32' },
       { name: 'X', access: 'read_write', element: 'vec4<f32>' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${TRAIN_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${TRAIN_WG}u + li;
-  if (i >= params.n) { return; }
-  let b = i / params.words;
+    body: `${elementwiseMain(TRAIN_WG, 'params.n', `  let b = i / params.words;
   let img = Index[params.offset + b];
   let w = Data[img * params.words + i % params.words];
   let px = vec4<f32>(f32(w & 0xffu), f32((w >> 8u) & 0xffu), f32((w >> 16u) & 0xffu), f32(w >> 24u));
-  X[i] = (px / 255.0 - vec4<f32>(params.mean)) * params.inv_std;
-}
-`,
+  X[i] = (px / 255.0 - vec4<f32>(params.mean)) * params.inv_std;`)}`,
   };
 }
 
@@ -68,18 +61,11 @@ export function gatherLabelsKernel(): KernelDef {
       { name: 'Seed', access: 'read_write', element: 'f32' },
       { name: 'BatchLabels', access: 'read_write', element: 'u32' },
     ],
-    body: `${LINEAR_GROUP_WGSL}
-@compute @workgroup_size(${TRAIN_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let i = linear_group(wid, nwg) * ${TRAIN_WG}u + li;
-  if (i >= params.batch * params.classes) { return; }
-  let b = i / params.classes;
+    body: `${elementwiseMain(TRAIN_WG, 'params.batch * params.classes', `  let b = i / params.classes;
   let c = i % params.classes;
   let label = Labels[Index[params.offset + b]];
   Seed[i] = select(0.0, params.scale, c == label);
-  if (c == 0u) { BatchLabels[b] = label; }
-}
-`,
+  if (c == 0u) { BatchLabels[b] = label; }`)}`,
   };
 }
 
