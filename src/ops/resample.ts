@@ -1,7 +1,7 @@
 import { ShapeError } from '../runtime/errors.js';
 import { grid1d } from '../runtime/kernel.js';
 import { formatShape, sizeOf } from '../runtime/shape.js';
-import { BILINEAR_GRAD_PARAMS, BILINEAR_PARAMS, bilinearGradKernel, bilinearKernel, RESAMPLE_WG } from '../shaders/resample.js';
+import { BILINEAR_PARAMS, bilinearGradKernel, bilinearKernel, RESAMPLE_WG } from '../shaders/resample.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 export interface BilinearOptions {
@@ -14,18 +14,23 @@ export interface BilinearOptions {
   outOffset?: number;
 }
 
+/** The shared parameters of a resample between planes of inH × inW and an outH × outW window. */
+function bilinearParams(n: number, inHW: readonly number[], outHW: readonly number[], o: BilinearOptions): Uint32Array {
+  const [inH, inW] = inHW;
+  const [outH, outW] = outHW;
+  return BILINEAR_PARAMS.pack({
+    n, in_h: inH, in_w: inW, out_h: outH, out_w: outW,
+    scaled_h: o.scaled?.[0] ?? outH, scaled_w: o.scaled?.[1] ?? outW,
+    off_y: o.offset?.[0] ?? 0, off_x: o.offset?.[1] ?? 0, window_off: o.outOffset ?? 0,
+  });
+}
+
 /** Bilinear resize of every N×C plane of x (shape [..., H, W]) into y (shape [..., h, w]). */
 export function lowerBilinear(env: LowerEnv, x: BoundTensor, y: BoundTensor, outShape: readonly number[], o: BilinearOptions): Lowered {
-  const [inH, inW] = x.shape.slice(-2);
-  const [outH, outW] = outShape.slice(-2);
   const n = sizeOf(outShape);
   return [{
     kernel: bilinearKernel(o.alignCorners),
-    params: BILINEAR_PARAMS.pack({
-      n, in_h: inH, in_w: inW, out_h: outH, out_w: outW,
-      scaled_h: o.scaled?.[0] ?? outH, scaled_w: o.scaled?.[1] ?? outW,
-      off_y: o.offset?.[0] ?? 0, off_x: o.offset?.[1] ?? 0, out_off: o.outOffset ?? 0,
-    }),
+    params: bilinearParams(n, x.shape.slice(-2), outShape.slice(-2), o),
     buffers: [x.binding, y.binding],
     workgroups: grid1d(cdiv(n, RESAMPLE_WG)),
     label: env.label,
@@ -49,11 +54,7 @@ export function lowerBilinearGrad(env: LowerEnv, gy: BoundTensor, gx: BoundTenso
   if (n === 0) return [];
   return [{
     kernel: bilinearGradKernel(o.alignCorners),
-    params: BILINEAR_GRAD_PARAMS.pack({
-      n, in_h: inH, in_w: inW, out_h: outH, out_w: outW,
-      scaled_h: o.scaled?.[0] ?? outH, scaled_w: o.scaled?.[1] ?? outW,
-      off_y: o.offset?.[0] ?? 0, off_x: o.offset?.[1] ?? 0, gy_off: o.outOffset ?? 0,
-    }),
+    params: bilinearParams(n, [inH, inW], [outH, outW], o),
     buffers: [gy.binding, gx.binding],
     workgroups: grid1d(cdiv(n, RESAMPLE_WG)),
     label: env.label,

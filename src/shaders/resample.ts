@@ -2,6 +2,11 @@ import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from 
 
 export const RESAMPLE_WG = 256;
 
+/**
+ * Geometry of a bilinear resample, shared by the forward kernel and its adjoint: n is the
+ * number of invocations (outputs forward, input pixels backward); window_off is where the
+ * output window starts in its buffer.
+ */
 export const BILINEAR_PARAMS = new ParamLayout([
   ['n', 'u32'],
   ['in_h', 'u32'],
@@ -12,7 +17,7 @@ export const BILINEAR_PARAMS = new ParamLayout([
   ['scaled_w', 'u32'],
   ['off_y', 'u32'],
   ['off_x', 'u32'],
-  ['out_off', 'u32'],
+  ['window_off', 'u32'],
 ]);
 
 /**
@@ -46,7 +51,7 @@ export function bilinearKernel(alignCorners: boolean): KernelDef {
   let base = plane * params.in_h * params.in_w;
   let top = mix(X[base + y0 * params.in_w + x0], X[base + y0 * params.in_w + x1], wx);
   let bottom = mix(X[base + y1 * params.in_w + x0], X[base + y1 * params.in_w + x1], wx);
-  Y[params.out_off + i] = mix(top, bottom, wy);`)}`,
+  Y[params.window_off + i] = mix(top, bottom, wy);`)}`,
   };
 }
 
@@ -78,19 +83,6 @@ export function unpackRgbaKernel(channels: 1 | 3 = 3): KernelDef {
   };
 }
 
-export const BILINEAR_GRAD_PARAMS = new ParamLayout([
-  ['n', 'u32'],
-  ['in_h', 'u32'],
-  ['in_w', 'u32'],
-  ['out_h', 'u32'],
-  ['out_w', 'u32'],
-  ['scaled_h', 'u32'],
-  ['scaled_w', 'u32'],
-  ['off_y', 'u32'],
-  ['off_x', 'u32'],
-  ['gy_off', 'u32'],
-]);
-
 /**
  * The adjoint of bilinearKernel, gathered per input pixel (n = input elements): the pixel
  * sums gy over the output pixels whose four taps include it, each times its tap weight.
@@ -115,7 +107,7 @@ export function bilinearGradKernel(alignCorners: boolean): KernelDef {
   var hi = i32(ceil((f32(c) + 1.5) * ratio - 0.5)) - i32(off) + 1;`;
   return {
     key: `bilinear_grad/${alignCorners ? 'corners' : 'half_pixel'}`,
-    params: BILINEAR_GRAD_PARAMS,
+    params: BILINEAR_PARAMS,
     storage: [
       { name: 'GY', access: 'read', element: 'f32' },
       { name: 'GX', access: 'read_write', element: 'f32' },
@@ -145,7 +137,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let plane = i / (params.in_w * params.in_h);
   let ry = out_range(iy, params.in_h, params.out_h, params.scaled_h, params.off_y);
   let rx = out_range(ix, params.in_w, params.out_w, params.scaled_w, params.off_x);
-  let base = params.gy_off + plane * params.out_h * params.out_w;
+  let base = params.window_off + plane * params.out_h * params.out_w;
   var acc = 0.0;
   for (var oy = ry.x; oy <= ry.y; oy++) {
     let sy = ${coord('u32(oy) + params.off_y', 'params.in_h', 'params.scaled_h')};
