@@ -35,12 +35,12 @@ has_adapter() {
 if ! has_adapter; then
   echo "setup: no WebGPU adapter; installing Mesa lavapipe from bookworm-backports"
   sources=/etc/apt/sources.list.d/debian.sources
-  if [ -f "$sources" ]; then
-    # Appends only to a line that does not have it yet, so running twice changes nothing.
-    $SUDO sed -i -E '/^Suites: bookworm bookworm-updates$/ s/$/ bookworm-backports/' "$sources"
-  else
-    echo 'deb http://deb.debian.org/debian bookworm-backports main' | $SUDO tee /etc/apt/sources.list.d/backports.list >/dev/null
+  if [ ! -f "$sources" ]; then
+    echo "setup: $sources not found; add bookworm-backports to your APT sources and re-run" >&2
+    exit 1
   fi
+  # Appends only to a line that does not have it yet, so running twice changes nothing.
+  $SUDO sed -i -E '/^Suites: bookworm bookworm-updates$/ s/$/ bookworm-backports/' "$sources"
   apt_updated=0
   apt_install -t bookworm-backports mesa-vulkan-drivers
   if ! has_adapter; then

@@ -354,7 +354,7 @@ export class Model {
     const key = `grad|${name}:${rest}|${of}|${argmax ? 'argmax' : 'weights'}|${[...keepFwd].sort().join(',')}|${wrt.map((w) => w.tensor).join(',')}`;
     const gradName = (t: string) => `camgpu:grad:${t}`;
     const build: ProgramBuilder = (nb) => {
-      const fwd = exactRouting(this.analyze(new Map([[name, [nb, ...rest]]]), keepFwd));
+      const fwd = this.analyze(new Map([[name, [nb, ...rest]]]), keepFwd);
       const tape = new Tape();
       const input = tape.input(name, [nb, ...rest]);
       const syms = tape.include(fwd, new Map([[name, input]]), '');
@@ -422,11 +422,6 @@ export class Model {
     }
     this.weights.dispose();
   }
-}
-
-/** The forward convolutions of a gradient program avoid Winograd F(4×4) (see Conv2dAttrs.winograd4). */
-function exactRouting(g: OpGraph): OpGraph {
-  return { ...g, ops: g.ops.map((op) => (op.kind === 'conv' ? { ...op, attrs: { ...op.attrs, winograd4: false } } : op)) };
 }
 
 function cloneTensor(t: Tensor): Tensor {

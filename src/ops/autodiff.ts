@@ -12,8 +12,22 @@ import type { Sym, Tape } from './tape.js';
  * Σ w·logits, the seed is w). Returns the gradient tensor of every `wrt` tensor that
  * the seeds depend on (absent: the objective does not depend on it).
  */
-export function gradients(tape: Tape, seeds: ReadonlyMap<string, Sym>, wrt: readonly string[]): Map<string, Sym> {
+export interface GradientOptions {
+  /**
+   * Route every gradient as the exact computation would (default true): the tape's forward
+   * convolutions avoid Winograd F(4×4), whose ~1e-5 relative error can flip a max-pool or
+   * ReLU decision near a tie. Every gradient program gets this unless it opts out.
+   */
+  exactRouting?: boolean;
+}
+
+export function gradients(tape: Tape, seeds: ReadonlyMap<string, Sym>, wrt: readonly string[], options: GradientOptions = {}): Map<string, Sym> {
   const g = tape.graph;
+  if (options.exactRouting !== false) {
+    g.ops.forEach((op, i) => {
+      if (op.kind === 'conv' && op.attrs.winograd4 !== false) g.ops[i] = { ...op, attrs: { ...op.attrs, winograd4: false } };
+    });
+  }
   for (const [o, s] of seeds) {
     const shape = g.shapes.get(o);
     if (!shape) throw new InputError(`cannot seed '${o}': not a tensor of the tape`);

@@ -15,8 +15,8 @@ export interface Conv2dAttrs {
   activation: Activation;
   /**
    * Allow Winograd F(4×4), which trades ~1e-5 relative error for a quarter of the
-   * multiplications (default true). Programs that take gradients turn it off in their
-   * forward pass: that error can flip a max-pool or ReLU decision near a tie and route a
+   * multiplications (default true). `gradients()` turns it off in the forward pass of
+   * every gradient program (option exactRouting): that error can flip a max-pool or ReLU decision near a tie and route a
    * gradient elsewhere than the exact computation would.
    */
   winograd4?: boolean;
