@@ -1,6 +1,7 @@
 import type { Model } from '../model.js';
 import type { Activation } from '../ops/activation.js';
 import type { GraphOp, OpGraph } from '../ops/graph.js';
+import type { OpKind, OpOf } from '../ops/registry.js';
 import { InputError, UnsupportedOpError } from '../runtime/errors.js';
 import { type HostTensor, toFloat32 } from '../runtime/host-tensor.js';
 import { normalizeAxis, sizeOf } from '../runtime/shape.js';
@@ -29,8 +30,8 @@ export interface ExportOptions {
 export const EXPORT_MIN_OPSET = 13;
 export const EXPORT_DEFAULT_OPSET = 17;
 
-/** GraphOp kinds with an ONNX form; tape-only kinds (gradients, reductions, CAM math) have none yet. */
-export const EXPORTABLE_KINDS: readonly string[] = ['affine', 'alias', 'binary', 'concat', 'conv', 'gemm', 'global_pool', 'matmul', 'pad', 'pool', 'softmax', 'unary'];
+/** Writes one op's ONNX nodes into the writer and returns its output's batch factor. */
+type OnnxForm<K extends OpKind> = (w: GraphWriter, op: OpOf<K>, inShape: number[], outShape: number[], factor: number | undefined) => number | undefined;
 
 const BATCH_DIM = 'N';
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -81,9 +82,14 @@ function transposeLast2(t: HostTensor): { dims: number[]; data: Float32Array } {
   return { dims: [...t.dims.slice(0, -2), n, m], data };
 }
 
+/** GraphOp kinds with an ONNX form (their ONNX_FORMS row is not null). */
+export function exportableKinds(): OpKind[] {
+  return (Object.keys(GraphWriter.ONNX_FORMS) as OpKind[]).filter((k) => GraphWriter.ONNX_FORMS[k] !== null).sort();
+}
+
 /** Refusals list the exportable GraphOp kinds where import errors list ONNX ops. */
 function cannot(op: GraphOp, detail: string): never {
-  throw new UnsupportedOpError(op.kind, op.node.name, `cannot export to ONNX: ${detail}`, EXPORTABLE_KINDS);
+  throw new UnsupportedOpError(op.kind, op.node.name, `cannot export to ONNX: ${detail}`, exportableKinds());
 }
 
 /** Ops that some requested output depends on, in their original order. */
@@ -246,95 +252,116 @@ class GraphWriter {
     return f;
   }
 
+  /**
+   * Writes the op's nodes by its kind's row of ONNX_FORMS and tracks the batch factor of its
+   * output: ops that map axis 0 to axis 0 keep the input's factor unless their row says otherwise.
+   */
   emit(op: GraphOp): void {
+    const form = GraphWriter.ONNX_FORMS[op.kind] as OnnxForm<OpKind> | null;
+    if (!form) cannot(op, `'${op.kind}' ops (recorded by tapes) have no ONNX form here`);
     const inShape = this.shape(op.inputs[0]);
     const outShape = this.shape(op.output);
-    // Ops that map axis 0 to axis 0 keep the input's factor; the cases below say otherwise.
-    let f = this.factor.get(op.inputs[0]);
-    switch (op.kind) {
-      case 'conv': {
-        const a = op.attrs;
-        const s = spatialAttrs(op, inShape.length - 2, a.kernel, a.strides, a.pads, a.dilations);
-        const inputs = op.inputs.map((i) => this.input(i, op));
-        const attrs = [attr.ints('dilations', s.dilations), attr.int('group', a.groups), attr.ints('kernel_shape', s.kernel), attr.ints('pads', s.pads), attr.ints('strides', s.strides)];
-        this.withActivation(op, 'Conv', inputs, attrs, a.activation);
-        break;
-      }
-      case 'gemm': {
-        const a = op.attrs;
-        const inputs = op.inputs.map((i) => this.input(i, op));
-        const attrs = [attr.float('alpha', a.alpha), attr.float('beta', a.beta), attr.int('transA', a.transA ? 1 : 0), attr.int('transB', a.transB ? 1 : 0)];
-        if (a.transA) f = undefined;
-        this.withActivation(op, 'Gemm', inputs, attrs, a.activation);
-        break;
-      }
-      case 'matmul': {
-        const r = outShape.length;
-        const [x, w] = op.inputs;
-        // For 2-D products axis 0 of B is the reduced axis, never the batch.
-        if (r < 2 || this.shape(x).length !== r) f = undefined;
-        else if (r === 2) f = op.transA || this.factor.has(w) ? undefined : f;
-        else f = this.commonFactor([x, w], r);
-        const inputs = [this.transposed(op, x, op.transA === true), this.transposed(op, w, op.transB === true)];
-        this.withActivation(op, 'MatMul', inputs, [], op.activation);
-        break;
-      }
-      case 'binary': {
-        const r = outShape.length;
-        f = r > 0 ? this.commonFactor(op.inputs, r) : undefined;
-        this.withActivation(op, BINARY_OP[op.op], op.inputs.map((i) => this.input(i, op)), [], op.activation);
-        break;
-      }
-      case 'unary':
-        this.activation(op.activation, this.input(op.inputs[0], op), op.output, this.nodeName(op.node.name));
-        break;
-      case 'affine':
-        this.affine(op);
-        break;
-      case 'pool': {
-        const a = op.attrs;
-        const s = spatialAttrs(op, inShape.length - 2, a.kernel, a.strides, a.pads, a.dilations);
-        const attrs = [attr.int('ceil_mode', a.ceilMode ? 1 : 0)];
-        if (op.pool === 'avg') attrs.push(attr.int('count_include_pad', a.countIncludePad ? 1 : 0));
-        if (s.dilations.some((d) => d !== 1)) {
-          if (op.pool === 'avg' && this.opset < 19) cannot(op, `AveragePool has dilations only from opset 19 (exporting opset ${this.opset})`);
-          attrs.push(attr.ints('dilations', s.dilations));
-        }
-        attrs.push(attr.ints('kernel_shape', s.kernel), attr.ints('pads', s.pads), attr.ints('strides', s.strides));
-        this.node(this.nodeName(op.node.name), op.pool === 'max' ? 'MaxPool' : 'AveragePool', [this.input(op.inputs[0], op)], [op.output], attrs);
-        break;
-      }
-      case 'global_pool':
-        this.node(this.nodeName(op.node.name), op.pool === 'max' ? 'GlobalMaxPool' : 'GlobalAveragePool', [this.input(op.inputs[0], op)], [op.output]);
-        break;
-      case 'softmax':
-        f = this.softmax(op, inShape, f);
-        break;
-      case 'concat': {
-        const r = outShape.length;
-        const fs = new Set(op.inputs.map((i) => this.factor.get(i)));
-        f = normalizeAxis(op.axis, r) !== 0 && fs.size === 1 ? [...fs][0] : undefined;
-        this.node(this.nodeName(op.node.name), 'Concat', op.inputs.map((i) => this.input(i, op)), [op.output], [attr.int('axis', op.axis)]);
-        break;
-      }
-      case 'pad': {
-        const r = inShape.length;
-        if (op.mode === 'wrap' && this.opset < 19) cannot(op, `Pad mode 'wrap' needs opset 19 (exporting opset ${this.opset})`);
-        if (op.pads[0] !== 0 || op.pads[r] !== 0) f = undefined;
-        const name = this.nodeName(op.node.name);
-        const inputs = [this.input(op.inputs[0], op), this.int64Init(`${name}::pads`, op.pads)];
-        if (op.mode === 'constant') inputs.push(this.floatInit(`${name}::value`, [], [op.value]));
-        this.node(name, 'Pad', inputs, [op.output], [attr.string('mode', op.mode)]);
-        break;
-      }
-      case 'alias':
-        f = this.alias(op, inShape, outShape, f);
-        break;
-      default:
-        cannot(op, `'${op.kind}' ops (recorded by tapes) have no ONNX form here`);
-    }
+    const f = form(this, op, inShape, outShape, this.factor.get(op.inputs[0]));
     if (f !== undefined && outShape.length > 0) this.factor.set(op.output, f);
   }
+
+  /**
+   * The ONNX form of each op kind: writes its nodes and returns its output's batch factor
+   * (see `factor`). null: the kind has no ONNX form (backward ops, CAM math).
+   */
+  static readonly ONNX_FORMS: { [K in OpKind]: OnnxForm<K> | null } = {
+    conv: (w, op, inShape, _out, f) => {
+      const a = op.attrs;
+      const s = spatialAttrs(op, inShape.length - 2, a.kernel, a.strides, a.pads, a.dilations);
+      const inputs = op.inputs.map((i) => w.input(i, op));
+      const attrs = [attr.ints('dilations', s.dilations), attr.int('group', a.groups), attr.ints('kernel_shape', s.kernel), attr.ints('pads', s.pads), attr.ints('strides', s.strides)];
+      w.withActivation(op, 'Conv', inputs, attrs, a.activation);
+      return f;
+    },
+    gemm: (w, op, _in, _out, f) => {
+      const a = op.attrs;
+      const inputs = op.inputs.map((i) => w.input(i, op));
+      const attrs = [attr.float('alpha', a.alpha), attr.float('beta', a.beta), attr.int('transA', a.transA ? 1 : 0), attr.int('transB', a.transB ? 1 : 0)];
+      w.withActivation(op, 'Gemm', inputs, attrs, a.activation);
+      return a.transA ? undefined : f;
+    },
+    matmul: (w, op, _in, outShape, f) => {
+      const r = outShape.length;
+      const [x, b] = op.inputs;
+      // For 2-D products axis 0 of B is the reduced axis, never the batch.
+      let g = f;
+      if (r < 2 || w.shape(x).length !== r) g = undefined;
+      else if (r === 2) g = op.transA || w.factor.has(b) ? undefined : f;
+      else g = w.commonFactor([x, b], r);
+      const inputs = [w.transposed(op, x, op.transA === true), w.transposed(op, b, op.transB === true)];
+      w.withActivation(op, 'MatMul', inputs, [], op.activation);
+      return g;
+    },
+    binary: (w, op, _in, outShape) => {
+      const r = outShape.length;
+      w.withActivation(op, BINARY_OP[op.op], op.inputs.map((i) => w.input(i, op)), [], op.activation);
+      return r > 0 ? w.commonFactor(op.inputs, r) : undefined;
+    },
+    unary: (w, op, _in, _out, f) => {
+      w.activation(op.activation, w.input(op.inputs[0], op), op.output, w.nodeName(op.node.name));
+      return f;
+    },
+    affine: (w, op, _in, _out, f) => {
+      w.affine(op);
+      return f;
+    },
+    pool: (w, op, inShape, _out, f) => {
+      const a = op.attrs;
+      const s = spatialAttrs(op, inShape.length - 2, a.kernel, a.strides, a.pads, a.dilations);
+      const attrs = [attr.int('ceil_mode', a.ceilMode ? 1 : 0)];
+      if (op.pool === 'avg') attrs.push(attr.int('count_include_pad', a.countIncludePad ? 1 : 0));
+      if (s.dilations.some((d) => d !== 1)) {
+        if (op.pool === 'avg' && w.opset < 19) cannot(op, `AveragePool has dilations only from opset 19 (exporting opset ${w.opset})`);
+        attrs.push(attr.ints('dilations', s.dilations));
+      }
+      attrs.push(attr.ints('kernel_shape', s.kernel), attr.ints('pads', s.pads), attr.ints('strides', s.strides));
+      w.node(w.nodeName(op.node.name), op.pool === 'max' ? 'MaxPool' : 'AveragePool', [w.input(op.inputs[0], op)], [op.output], attrs);
+      return f;
+    },
+    global_pool: (w, op, _in, _out, f) => {
+      w.node(w.nodeName(op.node.name), op.pool === 'max' ? 'GlobalMaxPool' : 'GlobalAveragePool', [w.input(op.inputs[0], op)], [op.output]);
+      return f;
+    },
+    softmax: (w, op, inShape, _out, f) => w.softmax(op, inShape, f),
+    concat: (w, op, _in, outShape) => {
+      const fs = new Set(op.inputs.map((i) => w.factor.get(i)));
+      w.node(w.nodeName(op.node.name), 'Concat', op.inputs.map((i) => w.input(i, op)), [op.output], [attr.int('axis', op.axis)]);
+      return normalizeAxis(op.axis, outShape.length) !== 0 && fs.size === 1 ? [...fs][0] : undefined;
+    },
+    pad: (w, op, inShape, _out, f) => {
+      const r = inShape.length;
+      if (op.mode === 'wrap' && w.opset < 19) cannot(op, `Pad mode 'wrap' needs opset 19 (exporting opset ${w.opset})`);
+      const name = w.nodeName(op.node.name);
+      const inputs = [w.input(op.inputs[0], op), w.int64Init(`${name}::pads`, op.pads)];
+      if (op.mode === 'constant') inputs.push(w.floatInit(`${name}::value`, [], [op.value]));
+      w.node(name, 'Pad', inputs, [op.output], [attr.string('mode', op.mode)]);
+      return op.pads[0] !== 0 || op.pads[r] !== 0 ? undefined : f;
+    },
+    alias: (w, op, inShape, outShape, f) => w.alias(op, inShape, outShape, f),
+    reduce: null,
+    broadcast: null,
+    resize: null,
+    onehot_argmax: null,
+    conv_grad_input: null,
+    conv_grad_weight: null,
+    pool_grad: null,
+    global_pool_grad: null,
+    reduce_grad: null,
+    activation_grad: null,
+    softmax_grad: null,
+    resize_grad: null,
+    slice: null,
+    pad_grad: null,
+    batchnorm_stats: null,
+    batchnorm: null,
+    batchnorm_grad_params: null,
+    batchnorm_grad_input: null,
+  };
 
   /** A matmul operand as ONNX MatMul reads it: transposed into an initializer, or by a Transpose node. */
   private transposed(op: GraphOp, name: string, trans: boolean): string {
@@ -506,7 +533,7 @@ function spatialAttrs(op: GraphOp, rank: number, kernel: [number, number], strid
 /**
  * Writes an OpGraph as a standard ONNX model (default domain only, float32 tensors): each
  * GraphOp becomes its ONNX op, a fused activation a node of its own, constants initializers
- * with raw data. The file imports back into the same GraphOps (see EXPORTABLE_KINDS) and
+ * with raw data. The file imports back into the same GraphOps (see exportableKinds) and
  * runs in other runtimes; with batchAxis the batch is the symbolic dim 'N'.
  */
 export function exportOnnx(graph: OpGraph, options: ExportOptions): Uint8Array {

@@ -1,15 +1,4 @@
-import { lowerOnehotArgmax } from './argmax.js';
-import { lowerBatchNorm, lowerBatchNormGradInput, lowerBatchNormGradParams, lowerBatchNormStats } from './batchnorm.js';
-import { lowerConv } from './conv.js';
-import { lowerConvGradInput, lowerConvGradWeight } from './grad-conv.js';
-import { lowerActivationGrad, lowerSoftmaxGrad } from './grad-elementwise.js';
-import { lowerGlobalPoolGrad, lowerPoolGrad } from './grad-pool.js';
-import { lowerBroadcast, lowerReduce, lowerReduceGrad } from './reduce.js';
-import { lowerBilinear, lowerBilinearGrad } from './resample.js';
-import { lowerBinary, lowerChannelAffine, lowerUnary } from './elementwise.js';
-import { lowerGemm, lowerGemmSplitK, lowerMatMul } from './gemm.js';
-import { lowerConcat, lowerPad, lowerPadGrad, lowerSlice, lowerSoftmax } from './layout.js';
-import { lowerGlobalPool, lowerPool } from './pool.js';
+import { type LowerContext, type OpKind, opDef } from './registry.js';
 import type { BoundTensor, LowerEnv } from './types.js';
 import { sizeClass } from '../runtime/buffer-pool.js';
 import type { GpuContext } from '../runtime/device.js';
@@ -17,8 +6,7 @@ import { LimitError } from '../runtime/errors.js';
 import { ExecutionPlan, type PlanSlot } from '../runtime/plan.js';
 import type { Dispatch } from '../runtime/recorder.js';
 import { sizeOf } from '../runtime/shape.js';
-import type { OpGraph } from './graph.js';
-import type { GraphOp } from './graph.js';
+import type { GraphOp, OpGraph } from './graph.js';
 import type { WeightStore } from '../runtime/weights.js';
 
 /** Where a value's elements live during the pass. */
@@ -32,6 +20,12 @@ interface Storage {
 
 function as4d(s: readonly number[]): number[] {
   return s.length === 3 ? [s[0], s[1], 1, s[2]] : [...s];
+}
+
+/** Lowers one op by its kind's definition. */
+function lowerOp(c: LowerContext<OpKind>): Dispatch[] {
+  const lower = opDef(c.op).lower as (ctx: LowerContext<OpKind>) => Dispatch[];
+  return lower(c);
 }
 
 /** Largest per-binding tensor of an analysis, to choose how many images fit one pass. */
@@ -57,12 +51,13 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
       const s = storage.get(rootOf(inp));
       if (s) s.lastUse = Math.max(s.lastUse, idx);
     }
-    if (op.kind === 'alias' && storage.has(rootOf(op.inputs[0]))) {
+    const view = opDef(op).view === true;
+    if (view && storage.has(rootOf(op.inputs[0]))) {
       const root = rootOf(op.inputs[0]);
       storage.set(op.output, storage.get(root)!);
       return;
     }
-    if (op.kind === 'alias' && a.constants.has(op.inputs[0])) return;
+    if (view && a.constants.has(op.inputs[0])) return;
     const bytes = sizeOf(a.shapes.get(op.output)!) * 4;
     storage.set(op.output, { root: op.output, bytes, def: idx, lastUse: idx });
   });
@@ -138,131 +133,25 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
         return dst;
       },
     };
-    const y = () => bind(op.output, op);
-    const bind4d = (name: string, o: GraphOp) => bind(name, o, as4d(a.shapes.get(name)!));
-    switch (op.kind) {
-      case 'alias':
-        break;
-      case 'conv': {
-        const x = bind(op.inputs[0], op, as4d(a.shapes.get(op.inputs[0])!));
-        const w = bind(op.inputs[1], op, as4d(a.shapes.get(op.inputs[1])!));
-        const b = op.inputs[2] ? bind(op.inputs[2], op) : null;
-        dispatches.push(...lowerConv(env, x, w, b, bind(op.output, op, as4d(a.shapes.get(op.output)!)), op.attrs));
-        break;
-      }
-      case 'gemm': {
-        const bName = op.inputs[1];
-        const c = op.inputs[2] ? bind(op.inputs[2], op) : null;
-        const A = bind(op.inputs[0], op);
-        const Y = y();
-        const bConst = a.constants.get(bName);
-        if (bConst && op.attrs.transB && sizeOf(bConst.dims) * 4 > limit) {
-          // Rows of Bᵀ are columns of the output: each binding-sized chunk writes its own columns.
-          for (const chunk of weights.chunked(bName, bConst, `node '${op.node.name}' (Gemm)`)) {
-            const Bc: BoundTensor = { shape: [chunk.rows, bConst.dims[1]], binding: { buffer: chunk.buffer, offset: 0, size: chunk.bytes } };
-            dispatches.push(...lowerGemm(env, A, Bc, c, Y, op.attrs, { nOffset: chunk.rowOffset, nCount: chunk.rows }));
-          }
-        } else if (bConst && sizeOf(bConst.dims) * 4 > limit) {
-          // Rows of B are a slice of the reduction: partial products, then their sum.
-          const chunks = weights.chunked(bName, bConst, `node '${op.node.name}' (Gemm)`).map((ch) => ({
-            b: { shape: [ch.rows, bConst.dims[1]], binding: { buffer: ch.buffer, offset: 0, size: ch.bytes } },
-            kOffset: ch.rowOffset,
-            kCount: ch.rows,
-          }));
-          dispatches.push(...lowerGemmSplitK(env, A, chunks, c, Y, op.attrs));
-        } else {
-          dispatches.push(...lowerGemm(env, A, bind(bName, op), c, Y, op.attrs));
-        }
-        break;
-      }
-      case 'matmul':
-        dispatches.push(...lowerMatMul(env, bind(op.inputs[0], op), bind(op.inputs[1], op), y(), op.activation, { transA: op.transA, transB: op.transB }));
-        break;
-      case 'binary':
-        dispatches.push(...lowerBinary(env, op.op, bind(op.inputs[0], op), bind(op.inputs[1], op), y(), op.activation));
-        break;
-      case 'unary':
-        dispatches.push(...lowerUnary(env, bind(op.inputs[0], op), y(), op.activation));
-        break;
-      case 'affine':
-        dispatches.push(...lowerChannelAffine(env, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), y(), op.activation));
-        break;
-      case 'pool':
-        dispatches.push(...lowerPool(env, op.pool, bind(op.inputs[0], op, as4d(a.shapes.get(op.inputs[0])!)), bind(op.output, op, as4d(a.shapes.get(op.output)!)), op.attrs));
-        break;
-      case 'global_pool':
-        dispatches.push(...lowerGlobalPool(env, op.pool, bind(op.inputs[0], op), y()));
-        break;
-      case 'softmax':
-        dispatches.push(...lowerSoftmax(env, bind(op.inputs[0], op), y(), op.axis, op.coerce2d, op.log));
-        break;
-      case 'concat':
-        dispatches.push(...lowerConcat(env, op.inputs.map((i) => bind(i, op)), y(), op.axis));
-        break;
-      case 'pad':
-        dispatches.push(...lowerPad(env, bind(op.inputs[0], op), y(), op.pads, op.mode, op.value));
-        break;
-      case 'reduce':
-        dispatches.push(...lowerReduce(env, op.reduce, bind(op.inputs[0], op), y(), op.axes));
-        break;
-      case 'broadcast':
-        dispatches.push(...lowerBroadcast(env, bind(op.inputs[0], op), y()));
-        break;
-      case 'resize':
-        dispatches.push(...lowerBilinear(env, bind(op.inputs[0], op), y(), a.shapes.get(op.output)!, op.options));
-        break;
-      case 'onehot_argmax':
-        dispatches.push(...lowerOnehotArgmax(env, bind(op.inputs[0], op), y()));
-        break;
-      case 'conv_grad_input':
-        dispatches.push(...lowerConvGradInput(env, bind4d(op.inputs[0], op), bind4d(op.inputs[1], op), bind4d(op.output, op), op.attrs));
-        break;
-      case 'conv_grad_weight':
-        dispatches.push(...lowerConvGradWeight(env, bind4d(op.inputs[0], op), bind4d(op.inputs[1], op), bind4d(op.output, op), op.attrs));
-        break;
-      case 'pool_grad':
-        dispatches.push(...lowerPoolGrad(env, op.pool, bind4d(op.inputs[0], op), bind4d(op.inputs[1], op), bind4d(op.output, op), op.attrs));
-        break;
-      case 'global_pool_grad':
-        dispatches.push(...lowerGlobalPoolGrad(env, op.pool, bind(op.inputs[0], op), bind(op.inputs[1], op), y()));
-        break;
-      case 'reduce_grad':
-        dispatches.push(...lowerReduceGrad(env, op.reduce, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), y(), op.axes));
-        break;
-      case 'activation_grad':
-        dispatches.push(...lowerActivationGrad(env, op.activation, bind(op.inputs[0], op), bind(op.inputs[1], op), y()));
-        break;
-      case 'softmax_grad':
-        dispatches.push(...lowerSoftmaxGrad(env, bind(op.inputs[0], op), bind(op.inputs[1], op), y(), op.axis, op.coerce2d, op.log));
-        break;
-      case 'resize_grad':
-        dispatches.push(...lowerBilinearGrad(env, bind(op.inputs[0], op), y(), op.options));
-        break;
-      case 'slice':
-        dispatches.push(...lowerSlice(env, bind(op.inputs[0], op), y(), op.axis, op.start));
-        break;
-      case 'pad_grad':
-        dispatches.push(...lowerPadGrad(env, bind(op.inputs[0], op), y(), op.pads, op.mode));
-        break;
-      case 'batchnorm_stats':
-        dispatches.push(...lowerBatchNormStats(env, bind(op.inputs[0], op), y()));
-        break;
-      case 'batchnorm':
-        dispatches.push(...lowerBatchNorm(env, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), bind(op.inputs[3], op), y(), op.eps, op.activation));
-        break;
-      case 'batchnorm_grad_params':
-        dispatches.push(...lowerBatchNormGradParams(env, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), y(), op.eps));
-        break;
-      case 'batchnorm_grad_input': {
-        const sums = op.inputs[4] !== undefined ? bind(op.inputs[4], op) : null;
-        dispatches.push(...lowerBatchNormGradInput(env, bind(op.inputs[0], op), bind(op.inputs[1], op), bind(op.inputs[2], op), bind(op.inputs[3], op), sums, y(), op.eps));
-        break;
-      }
-      default: {
-        const never: never = op;
-        throw new Error(`internal: no lowering for ${(never as GraphOp).kind}`);
-      }
-    }
+    const shapeOf = (k: number) => a.shapes.get(op.inputs[k])!;
+    const outShape = a.shapes.get(op.output)!;
+    const context: LowerContext<OpKind> = {
+      op,
+      env,
+      shapeOf,
+      outShape,
+      input: (k, shape) => bind(op.inputs[k], op, shape ? [...shape] : undefined),
+      input4d: (k) => bind(op.inputs[k], op, as4d(shapeOf(k))),
+      output: (shape) => bind(op.output, op, shape ? [...shape] : undefined),
+      output4d: () => bind(op.output, op, as4d(outShape)),
+      oversizedConstant: (k) => {
+        const name = op.inputs[k];
+        const value = a.constants.get(name);
+        if (!value || sizeOf(value.dims) * 4 <= limit) return null;
+        return { value, chunks: weights.chunked(name, value, `node '${op.node.name}' (${op.node.opType})`) };
+      },
+    };
+    dispatches.push(...lowerOp(context));
     for (const [buffer, bytes] of transient) release(buffer, bytes);
     for (const st of byLastUse.get(idx) ?? []) {
       if (st.def >= 0 && st.buffer) release(st.buffer, st.bytes); // graph inputs keep their own buffer

@@ -4,6 +4,8 @@ import { DEFAULT_TILING, gemmKernel, STRIDED_GEMM_PARAMS } from '../shaders/gemm
 import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
 import { lowerBinary, lowerUnary } from './elementwise.js';
 import { lowerSg8Product } from './gemm-sg8.js';
+import type { HostTensor } from '../runtime/host-tensor.js';
+import type { WeightChunk } from '../runtime/weights.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 export interface GemmAttrs {
@@ -75,6 +77,26 @@ export function lowerGemm(env: LowerEnv, a: BoundTensor, b: BoundTensor, c: Boun
     label: env.label,
     flops: 2 * M * nCount * K,
   }];
+}
+
+/** A constant B too large for one storage binding, uploaded as row chunks of its leading axis. */
+export interface ChunkedOperand {
+  value: HostTensor;
+  chunks: readonly WeightChunk[];
+}
+
+/**
+ * Lowers a Gemm node. B may be bound whole, or (dense weights over one binding, such as
+ * VGG16's 411 MB fc1) given as row chunks: with transB the rows of Bᵀ are columns of the
+ * output, so each chunk writes its own columns; without, the rows are a slice of the
+ * reduction, summed by lowerGemmSplitK.
+ */
+export function lowerGemmOp(env: LowerEnv, a: BoundTensor, b: BoundTensor | ChunkedOperand, c: BoundTensor | null, y: BoundTensor, attrs: GemmAttrs): Lowered {
+  if (!('chunks' in b)) return lowerGemm(env, a, b, c, y, attrs);
+  const cols = b.value.dims[1];
+  const bound = (ch: WeightChunk): BoundTensor => ({ shape: [ch.rows, cols], binding: { buffer: ch.buffer, offset: 0, size: ch.bytes } });
+  if (attrs.transB) return b.chunks.flatMap((ch) => lowerGemm(env, a, bound(ch), c, y, attrs, { nOffset: ch.rowOffset, nCount: ch.rows }));
+  return lowerGemmSplitK(env, a, b.chunks.map((ch) => ({ b: bound(ch), kOffset: ch.rowOffset, kCount: ch.rows })), c, y, attrs);
 }
 
 /** A binding-sized piece of B = [K, N]: its rows [kOffset, kOffset + kCount). */

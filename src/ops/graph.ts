@@ -103,6 +103,36 @@ export function withActivation(op: GraphOp, act: Activation, output: string): Gr
   }
 }
 
+/** A value recorded on a tape: the name of a tensor of its graph and its static shape. */
+export interface Sym {
+  readonly name: string;
+  readonly shape: readonly number[];
+}
+
+/** A GraphOp as a tape records it: the tape names its output and keeps its origin. */
+export type OpWithoutOutput = GraphOp extends infer T ? (T extends GraphOp ? Omit<T, 'output' | 'node'> : never) : never;
+
+/**
+ * What a vector-Jacobian product may record (the Tape implements it). Declared here, not
+ * imported from tape.ts, so the op registry and the tape do not import each other.
+ */
+export interface TapeOps {
+  readonly graph: OpGraph;
+  sym(name: string): Sym;
+  scalar(v: number): Sym;
+  /** `shape`: the output shape the caller expects (checked against the op's rule), or null to let the rule compute it. */
+  record(op: OpWithoutOutput, shape: readonly number[] | null, origin: OpOrigin, name?: string): Sym;
+  add(a: Sym, b: Sym): Sym;
+  sub(a: Sym, b: Sym): Sym;
+  mul(a: Sym, b: Sym): Sym;
+  div(a: Sym, b: Sym): Sym;
+  reshape(x: Sym, shape: readonly number[]): Sym;
+  reduce(kind: ReduceKind, x: Sym, axes: readonly number[]): Sym;
+  reduceTo(x: Sym, target: readonly number[]): Sym;
+  gemm(a: Sym, b: Sym, c: Sym | null, attrs: Partial<GemmAttrs>): Sym;
+  matmul(a: Sym, b: Sym, trans?: { transA?: boolean; transB?: boolean }): Sym;
+}
+
 /**
  * A graph of GPU-level ops with static shapes: what the ONNX analysis produces, what a tape
  * records, and what compilePlan turns into an execution plan.

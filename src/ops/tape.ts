@@ -3,18 +3,12 @@ import { type HostTensor, hostTensor } from '../runtime/host-tensor.js';
 import { formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import { type Activation, NO_ACTIVATION } from './activation.js';
-import { binaryOutputShape } from './elementwise.js';
-import { type GemmAttrs, gemmOutputShape, matmulOutputShape } from './gemm.js';
-import type { GraphOp, OpGraph, OpOrigin, ReduceKind } from './graph.js';
+import type { GemmAttrs } from './gemm.js';
+import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, ReduceKind, Sym, TapeOps } from './graph.js';
+import { inferShape } from './registry.js';
 import type { BilinearOptions } from './resample.js';
 
-/** A value recorded on a tape: the name of a tensor of its graph and its static shape. */
-export interface Sym {
-  readonly name: string;
-  readonly shape: readonly number[];
-}
-
-type OpWithoutOutput = GraphOp extends infer T ? (T extends GraphOp ? Omit<T, 'output' | 'node'> : never) : never;
+export type { Sym } from './graph.js';
 
 /**
  * Records GPU-level ops on symbolic values, with static shapes, into an OpGraph. Model
@@ -22,7 +16,7 @@ type OpWithoutOutput = GraphOp extends infer T ? (T extends GraphOp ? Omit<T, 'o
  * the same op kinds; autodiff appends the backward ops to the same tape; compilePlan turns
  * the result into one execution plan.
  */
-export class Tape {
+export class Tape implements TapeOps {
   readonly graph: OpGraph = { ops: [], shapes: new Map(), constants: new Map(), inputs: [], outputs: [] };
   private counter = 0;
 
@@ -58,13 +52,24 @@ export class Tape {
     return this.constant(hostTensor('float32', [], [v]));
   }
 
-  /** Appends an op computing a new tensor of the given shape (named `name`, or a fresh name). */
-  record(op: OpWithoutOutput, shape: readonly number[], origin: OpOrigin, name?: string): Sym {
+  /**
+   * Appends an op, named `name` or freshly. Its output shape comes from the op's own rule
+   * (src/ops/registry.ts); `shape` is what the caller expects, checked against the rule,
+   * and required for kinds whose inputs leave it open (views, broadcasts, resizes, slices).
+   */
+  record(op: OpWithoutOutput, shape: readonly number[] | null, origin: OpOrigin, name?: string): Sym {
     if (name !== undefined && this.graph.shapes.has(name)) throw new InputError(`tape already has a tensor '${name}'`);
     const output = name ?? this.fresh(origin.name);
-    this.graph.ops.push({ ...op, output, node: origin } as GraphOp);
-    this.graph.shapes.set(output, [...shape]);
-    return { name: output, shape };
+    const full = { ...op, output, node: origin } as GraphOp;
+    const inputShapes = full.inputs.map((i) => {
+      const s = this.graph.shapes.get(i);
+      if (!s) throw new InputError(`${origin.name}: reads '${i}', which is not a tensor of the tape`);
+      return s;
+    });
+    const out = inferShape(full, inputShapes, shape);
+    this.graph.ops.push(full);
+    this.graph.shapes.set(output, out);
+    return { name: output, shape: out };
   }
 
   /**
@@ -105,7 +110,7 @@ export class Tape {
 
   binary(op: BinaryOpKind, a: Sym, b: Sym, activation: Activation = NO_ACTIVATION, origin?: OpOrigin): Sym {
     const o = origin ?? { name: op, opType: op };
-    return this.record({ kind: 'binary', op, inputs: [a.name, b.name], activation }, binaryOutputShape(o.name, a.shape, b.shape), o);
+    return this.record({ kind: 'binary', op, inputs: [a.name, b.name], activation }, null, o);
   }
 
   add(a: Sym, b: Sym): Sym {
@@ -125,7 +130,7 @@ export class Tape {
   }
 
   activation(x: Sym, activation: Activation): Sym {
-    return this.record({ kind: 'unary', inputs: [x.name], activation }, x.shape, { name: activation.kind, opType: activation.kind });
+    return this.record({ kind: 'unary', inputs: [x.name], activation }, null, { name: activation.kind, opType: activation.kind });
   }
 
   reshape(x: Sym, shape: readonly number[]): Sym {
@@ -137,32 +142,27 @@ export class Tape {
   }
 
   matmul(a: Sym, b: Sym, trans: { transA?: boolean; transB?: boolean } = {}): Sym {
-    const t = (s: readonly number[], on?: boolean) => (on && s.length >= 2 ? [...s.slice(0, -2), s[s.length - 1], s[s.length - 2]] : s);
-    const shape = matmulOutputShape('matmul', t(a.shape, trans.transA), t(b.shape, trans.transB));
-    return this.record({ kind: 'matmul', inputs: [a.name, b.name], activation: NO_ACTIVATION, ...trans }, shape, { name: 'matmul', opType: 'MatMul' });
+    return this.record({ kind: 'matmul', inputs: [a.name, b.name], activation: NO_ACTIVATION, ...trans }, null, { name: 'matmul', opType: 'MatMul' });
   }
 
   gemm(a: Sym, b: Sym, c: Sym | null, attrs: Partial<GemmAttrs>): Sym {
     const full: GemmAttrs = { transA: false, transB: false, alpha: 1, beta: 1, activation: NO_ACTIVATION, ...attrs };
-    const shape = gemmOutputShape('gemm', a.shape, b.shape, c?.shape ?? null, full);
     const inputs: [string, string] | [string, string, string] = c ? [a.name, b.name, c.name] : [a.name, b.name];
-    return this.record({ kind: 'gemm', inputs, attrs: full }, shape, { name: 'gemm', opType: 'Gemm' });
+    return this.record({ kind: 'gemm', inputs, attrs: full }, null, { name: 'gemm', opType: 'Gemm' });
   }
 
   reduce(kind: ReduceKind, x: Sym, axes: readonly number[]): Sym {
     const norm = axes.map((a) => normalizeAxis(a, x.shape.length));
     if (norm.some((a) => a < 0 || a >= x.shape.length)) throw new ShapeError('reduce', `axes [${axes}] out of range for ${formatShape(x.shape)}`);
-    const shape = x.shape.map((d, i) => (norm.includes(i) ? 1 : d));
-    return this.record({ kind: 'reduce', reduce: kind, inputs: [x.name], axes: norm }, shape, { name: `reduce_${kind}`, opType: `Reduce${kind[0].toUpperCase()}${kind.slice(1)}` });
+    return this.record({ kind: 'reduce', reduce: kind, inputs: [x.name], axes: norm }, null, { name: `reduce_${kind}`, opType: `Reduce${kind[0].toUpperCase()}${kind.slice(1)}` });
   }
 
   broadcast(x: Sym, shape: readonly number[]): Sym {
-    binaryOutputShape('broadcast', x.shape, shape);
     return this.record({ kind: 'broadcast', inputs: [x.name] }, shape, { name: 'broadcast', opType: 'Expand' });
   }
 
   softmax(x: Sym, axis: number, log = false): Sym {
-    return this.record({ kind: 'softmax', inputs: [x.name], axis, coerce2d: false, log }, x.shape, { name: log ? 'log_softmax' : 'softmax', opType: log ? 'LogSoftmax' : 'Softmax' });
+    return this.record({ kind: 'softmax', inputs: [x.name], axis, coerce2d: false, log }, null, { name: log ? 'log_softmax' : 'softmax', opType: log ? 'LogSoftmax' : 'Softmax' });
   }
 
   resize(x: Sym, size: [number, number], options: Omit<BilinearOptions, 'outOffset'>): Sym {
@@ -171,8 +171,7 @@ export class Tape {
   }
 
   onehotArgmax(x: Sym): Sym {
-    if (x.shape.length !== 2) throw new ShapeError('onehot_argmax', `needs [N, C], got ${formatShape(x.shape)}`);
-    return this.record({ kind: 'onehot_argmax', inputs: [x.name] }, x.shape, { name: 'onehot_argmax', opType: 'ArgMax' });
+    return this.record({ kind: 'onehot_argmax', inputs: [x.name] }, null, { name: 'onehot_argmax', opType: 'ArgMax' });
   }
 
   /** Sums `x` over the axes along which it was broadcast to reach its shape from `target`. */

@@ -117,7 +117,7 @@ export class Net {
     return { name: path ? `/${torchScope(path)}/${opType}` : `/${opType}`, opType };
   }
 
-  private record(op: Parameters<Tape['record']>[0], shape: readonly number[], origin: OpOrigin, name?: string): Sym {
+  private record(op: Parameters<Tape['record']>[0], shape: readonly number[] | null, origin: OpOrigin, name?: string): Sym {
     return this.tape.record(op, shape, origin, name ?? `${origin.name}_output_0`);
   }
 
@@ -145,10 +145,8 @@ export class Net {
     const w = this.param(`${path}.weight`, [o.out, cin, k, k], { kind: 'he_normal', fanIn: cin * k * k }, { decay: true });
     const b = o.bias === false ? null : this.param(`${path}.bias`, [o.out], { kind: 'constant', value: 0 });
     const attrs: Conv2dAttrs = { kernel: [k, k], strides: [s, s], pads: [p, p, p, p], dilations: [1, 1], groups: 1, activation: NO_ACTIVATION };
-    const oh = Math.floor((x.shape[2] + 2 * p - k) / s) + 1;
-    const ow = Math.floor((x.shape[3] + 2 * p - k) / s) + 1;
     const inputs: [string, string] | [string, string, string] = b ? [x.name, w.name, b.name] : [x.name, w.name];
-    return this.record({ kind: 'conv', inputs, attrs }, [x.shape[0], o.out, oh, ow], this.origin(path, 'Conv'));
+    return this.record({ kind: 'conv', inputs, attrs }, null, this.origin(path, 'Conv'));
   }
 
   batchNorm(x: Sym, path: string): Sym {
@@ -168,16 +166,16 @@ export class Net {
       const shift = Float32Array.from({ length: C }, (_, c) => b[c] - r[c] * scale[c]);
       const sc = this.tape.constant(hostTensor('float32', [C], scale), `${path}::scale`);
       const sh = this.tape.constant(hostTensor('float32', [C], shift), `${path}::shift`);
-      return this.record({ kind: 'affine', inputs: [x.name, sc.name, sh.name], activation: NO_ACTIVATION }, x.shape, origin);
+      return this.record({ kind: 'affine', inputs: [x.name, sc.name, sh.name], activation: NO_ACTIVATION }, null, origin);
     }
     // Running statistics [2, C]: mean row (starts at 0), variance row (starts at 1).
     const running = this.param(runningName, [2, C], { kind: 'rows', values: [0, 1] }, { trainable: false });
     let stats = running;
     if (this.mode === 'train') {
-      stats = this.record({ kind: 'batchnorm_stats', inputs: [x.name] }, [2, C], this.origin(path, 'BatchNormStats'));
+      stats = this.record({ kind: 'batchnorm_stats', inputs: [x.name] }, null, this.origin(path, 'BatchNormStats'));
       this.batchNorms.push({ path, stats, running: runningName, channels: C, perChannel: sizeOf(x.shape) / C });
     }
-    return this.record({ kind: 'batchnorm', inputs: [x.name, stats.name, gamma.name, beta.name], eps: BN_EPS, activation: NO_ACTIVATION }, x.shape, origin);
+    return this.record({ kind: 'batchnorm', inputs: [x.name, stats.name, gamma.name, beta.name], eps: BN_EPS, activation: NO_ACTIVATION }, null, origin);
   }
 
   /** ReLU: fused into the op that produced x when not exporting (x must have no other reader yet). */
@@ -192,18 +190,16 @@ export class Net {
       ops[ops.length - 1] = withActivation(last, act, x.name);
       return x;
     }
-    return this.record({ kind: 'unary', inputs: [x.name], activation: act }, x.shape, this.origin(path, opType));
+    return this.record({ kind: 'unary', inputs: [x.name], activation: act }, null, this.origin(path, opType));
   }
 
   maxPool(x: Sym, path: string, kernel = 2, stride = kernel): Sym {
     const attrs: Pool2dAttrs = { kernel: [kernel, kernel], strides: [stride, stride], pads: [0, 0, 0, 0], dilations: [1, 1], ceilMode: false, countIncludePad: false };
-    const oh = Math.floor((x.shape[2] - kernel) / stride) + 1;
-    const ow = Math.floor((x.shape[3] - kernel) / stride) + 1;
-    return this.record({ kind: 'pool', pool: 'max', inputs: [x.name], attrs }, [x.shape[0], x.shape[1], oh, ow], this.origin(path, 'MaxPool'));
+    return this.record({ kind: 'pool', pool: 'max', inputs: [x.name], attrs }, null, this.origin(path, 'MaxPool'));
   }
 
   globalAvgPool(x: Sym, path: string): Sym {
-    return this.record({ kind: 'global_pool', pool: 'avg', inputs: [x.name] }, [x.shape[0], x.shape[1], 1, 1], this.origin(path, 'GlobalAveragePool'));
+    return this.record({ kind: 'global_pool', pool: 'avg', inputs: [x.name] }, null, this.origin(path, 'GlobalAveragePool'));
   }
 
   /** [N, …] → [N, rest], as torch.flatten(x, 1) (a top-level `/Flatten` node). */
@@ -212,7 +208,7 @@ export class Net {
   }
 
   add(a: Sym, b: Sym, scopePath: string): Sym {
-    return this.record({ kind: 'binary', op: 'add', inputs: [a.name, b.name], activation: NO_ACTIVATION }, a.shape, this.origin(scopePath, 'Add'));
+    return this.record({ kind: 'binary', op: 'add', inputs: [a.name, b.name], activation: NO_ACTIVATION }, null, this.origin(scopePath, 'Add'));
   }
 
   /**
@@ -225,6 +221,6 @@ export class Net {
     const w = this.param(`${path}.weight`, [out, fanIn], o.hidden ? { kind: 'he_normal', fanIn } : { kind: 'uniform', bound }, { decay: true });
     const b = this.param(`${path}.bias`, [out], o.hidden ? { kind: 'constant', value: 0 } : { kind: 'uniform', bound });
     const attrs = { transA: false, transB: true, alpha: 1, beta: 1, activation: NO_ACTIVATION };
-    return this.record({ kind: 'gemm', inputs: [x.name, w.name, b.name], attrs }, [x.shape[0], out], this.origin(path, 'Gemm'), o.output);
+    return this.record({ kind: 'gemm', inputs: [x.name, w.name, b.name], attrs }, null, this.origin(path, 'Gemm'), o.output);
   }
 }

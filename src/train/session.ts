@@ -1,10 +1,13 @@
 import { gradients } from '../ops/autodiff.js';
+
+/** Model FLOPs per image (convolutions and dense layers), by the op registry's rules. */
+export { graphFlops } from '../ops/registry.js';
 import { runningStatsUpdate } from '../ops/batchnorm.js';
 import { compilePlan } from '../ops/compile.js';
-import { convFlops } from '../ops/conv.js';
 import type { OpGraph } from '../ops/graph.js';
 import { type OptimizerOptions, Optimizer, ParameterStore } from '../ops/optim.js';
 import { foldAffineIntoConv, removeDeadOps } from '../ops/passes.js';
+import { graphFlops } from '../ops/registry.js';
 import { type Sym, Tape } from '../ops/tape.js';
 import type { GpuContext } from '../runtime/device.js';
 import { InputError } from '../runtime/errors.js';
@@ -299,25 +302,6 @@ function programTargets(p: Program, classes: number) {
     seed: { buffer: p.seed, offset: 0, size: p.batch * classes * 4 },
     labels: { buffer: p.labels, offset: 0, size: p.batch * 4 },
   };
-}
-
-/**
- * Multiply-adds ×2 of a graph's convolutions and dense layers per image (the usual way to
- * count a CNN's FLOPs; point-wise ops, pools and normalization are left out).
- */
-export function graphFlops(g: OpGraph): number {
-  let f = 0;
-  for (const op of g.ops) {
-    const y = g.shapes.get(op.output)!;
-    if (op.kind === 'conv') f += convFlops(y, g.shapes.get(op.inputs[1])!);
-    else if (op.kind === 'gemm' || op.kind === 'matmul') {
-      const a = g.shapes.get(op.inputs[0])!;
-      const k = op.kind === 'gemm' && op.attrs.transA ? a[0] : a[a.length - 1];
-      f += 2 * sizeOf(y) * k;
-    }
-  }
-  const batch = g.shapes.get(g.inputs[0])?.[0] ?? 1;
-  return f / batch;
 }
 
 function disposeProgram(ctx: GpuContext, p: Program): void {
