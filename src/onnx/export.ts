@@ -1,5 +1,5 @@
 import type { Model } from '../model.js';
-import type { Activation } from '../ops/activation.js';
+import { type Activation, POINTWISE } from '../ops/activation.js';
 import type { GraphOp, OpGraph } from '../ops/graph.js';
 import type { OpKind, OpOf } from '../ops/registry.js';
 import { InputError, UnsupportedOpError } from '../runtime/errors.js';
@@ -46,7 +46,8 @@ const attr = {
   string: (name: string, s: string): AttributeProto => ({ name, type: AT.STRING, s: utf8.encode(s) }),
 };
 
-const ACTIVATION_OP: Record<Activation['kind'], string> = { none: 'Identity', relu: 'Relu', clip: 'Clip', leaky_relu: 'LeakyRelu', sigmoid: 'Sigmoid' };
+/** An activation's ONNX op type, which also names its node (by the kind where ONNX has no op). */
+const activationOpName = (kind: Activation['kind']): string => POINTWISE[kind].onnxOp ?? kind;
 const BINARY_OP = { add: 'Add', sub: 'Sub', mul: 'Mul', div: 'Div' } as const;
 
 /** The IR version that goes with an opset (onnx/helper.py's VERSION_TABLE). */
@@ -201,11 +202,6 @@ class GraphWriter {
 
   activation(act: Activation, x: string, y: string, name: string): void {
     switch (act.kind) {
-      case 'none':
-      case 'relu':
-      case 'sigmoid':
-        this.node(name, ACTIVATION_OP[act.kind], [x], [y]);
-        break;
       case 'leaky_relu':
         this.node(name, 'LeakyRelu', [x], [y], [attr.float('alpha', act.alpha)]);
         break;
@@ -215,6 +211,15 @@ class GraphWriter {
         const max = Number.isFinite(act.max) ? this.floatInit(`${name}::max`, [], [act.max]) : '';
         this.node(name, 'Clip', [x, min, max], [y]);
         break;
+      }
+      case 'pow':
+        this.node(name, 'Pow', [x, this.floatInit(`${name}::exponent`, [], [act.p])], [y]);
+        break;
+      default: {
+        // The rest are ONNX ops of one input and no attributes (Identity for 'none').
+        const opType = POINTWISE[act.kind].onnxOp;
+        if (opType === null) throw new InputError(`cannot export: ONNX has no op for the '${act.kind}' activation`);
+        this.node(name, opType, [x], [y]);
       }
     }
   }
@@ -228,7 +233,7 @@ class GraphWriter {
     }
     const pre = this.freshTensor(`${name}_output_0`);
     this.node(name, opType, inputs, [pre], attrs);
-    this.activation(act, pre, op.output, this.nodeName(`${name}_${ACTIVATION_OP[act.kind]}`));
+    this.activation(act, pre, op.output, this.nodeName(`${name}_${activationOpName(act.kind)}`));
   }
 
   /**
@@ -401,7 +406,7 @@ class GraphWriter {
       } else {
         const pre = this.freshTensor(`${name}_output_0`);
         this.node(name, 'BatchNormalization', inputs, [pre], attrs);
-        this.activation(op.activation, pre, op.output, this.nodeName(`${name}_${ACTIVATION_OP[op.activation.kind]}`));
+        this.activation(op.activation, pre, op.output, this.nodeName(`${name}_${activationOpName(op.activation.kind)}`));
       }
       return;
     }
@@ -422,7 +427,7 @@ class GraphWriter {
     } else {
       const pre = this.freshTensor(`${name}_output_0`);
       this.node(name, 'Add', [scaled, shift], [pre]);
-      this.activation(op.activation, pre, op.output, this.nodeName(`${name}_${ACTIVATION_OP[op.activation.kind]}`));
+      this.activation(op.activation, pre, op.output, this.nodeName(`${name}_${activationOpName(op.activation.kind)}`));
     }
   }
 

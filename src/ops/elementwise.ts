@@ -3,7 +3,7 @@ import { grid1d } from '../runtime/kernel.js';
 import { broadcastShapes, formatShape, type Shape, shapeEquals, sizeOf, stridesOf } from '../runtime/shape.js';
 import {
   BINARY_PARAMS, type BinaryOpKind, binaryKernel, CHANNEL_AFFINE_PARAMS, channelAffineKernel, EW_WG, MAX_BCAST_RANK,
-  SAME_SHAPE_PARAMS, sameShapeBinaryKernel, UNARY_PARAMS, unaryKernel,
+  SAME_SHAPE_PARAMS, sameShapeBinaryKernel, UNARY_PARAMS, unaryKernel, WHERE_PARAMS, whereKernel,
 } from '../shaders/elementwise.js';
 import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
@@ -107,4 +107,31 @@ export function lowerChannelAffine(env: LowerEnv, x: BoundTensor, scale: BoundTe
     label: env.label,
     flops: 2 * n,
   }];
+}
+
+/** y = cond != 0 ? a : b element-wise; all four tensors have one shape (broadcast first). */
+export function lowerWhere(env: LowerEnv, cond: BoundTensor, a: BoundTensor, b: BoundTensor, y: BoundTensor): Lowered {
+  for (const t of [cond, a, b]) {
+    if (!shapeEquals(t.shape, y.shape)) {
+      throw new ShapeError(env.label, `where needs operands of the output's shape, got cond ${formatShape(cond.shape)}, a ${formatShape(a.shape)}, b ${formatShape(b.shape)}, y ${formatShape(y.shape)}`);
+    }
+  }
+  const n = sizeOf(y.shape);
+  if (n === 0) return [];
+  const vec4 = n % 4 === 0 && [cond, a, b, y].every((t) => (t.binding.offset ?? 0) % 16 === 0);
+  const items = vec4 ? n / 4 : n;
+  return [{
+    kernel: whereKernel(vec4),
+    params: WHERE_PARAMS.pack({ n: items }),
+    buffers: [cond.binding, a.binding, b.binding, y.binding],
+    workgroups: grid1d(cdiv(items, EW_WG)),
+    label: env.label,
+    flops: n,
+  }];
+}
+
+/** Float64 reference of lowerWhere: a NaN or denormal condition selects a, ±0 selects b (the GPU tests the bits alike). */
+export function whereCpu(cond: ArrayLike<number>, a: ArrayLike<number>, b: ArrayLike<number>): Float64Array {
+  if (a.length !== cond.length || b.length !== cond.length) throw new Error(`whereCpu: lengths differ (${cond.length}, ${a.length}, ${b.length})`);
+  return Float64Array.from({ length: cond.length }, (_, i) => (cond[i] !== 0 ? a[i] : b[i]));
 }

@@ -4,8 +4,11 @@ import { formatShape, normalizeAxis, shapeEquals, sizeOf } from '../runtime/shap
 import { EW_WG, UNARY_PARAMS } from '../shaders/elementwise.js';
 import { activationGradKernel, softmaxGradKernel } from '../shaders/grad-elementwise.js';
 import { SOFTMAX_PARAMS } from '../shaders/layout.js';
-import { type Activation, activationParams } from './activation.js';
+import { type Activation, activationGradientUnsupported, activationParams } from './activation.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
+
+/** Which tensor lowerActivationGrad's `v` must be for an activation: its input x or its output y. */
+export { activationGradientReads } from './activation.js';
 
 function sameShapes(where: string, ts: readonly BoundTensor[]): void {
   for (const t of ts) {
@@ -13,21 +16,23 @@ function sameShapes(where: string, ts: readonly BoundTensor[]): void {
   }
 }
 
-/** gx = gy ⊙ act'(x), from the activation's output y (what a fused activation leaves behind). */
-export function lowerActivationGrad(env: LowerEnv, act: Activation, y: BoundTensor, gy: BoundTensor, gx: BoundTensor): Lowered {
-  sameShapes(env.label, [y, gy, gx]);
-  if (act.kind === 'leaky_relu' && !(act.alpha > 0)) {
-    // With alpha ≤ 0 the sign of y no longer tells which side of 0 x was on.
-    throw new InputError(`${env.label}: the leaky_relu gradient from the activation's output needs alpha > 0, got alpha = ${act.alpha}`);
-  }
-  const n = sizeOf(y.shape);
+/**
+ * gx = gy ⊙ act'(x), where `v` is the activation's input x or its output y, as
+ * activationGradientReads(act) says (y for every activation that fuses: what a fused
+ * activation leaves behind).
+ */
+export function lowerActivationGrad(env: LowerEnv, act: Activation, v: BoundTensor, gy: BoundTensor, gx: BoundTensor): Lowered {
+  sameShapes(env.label, [v, gy, gx]);
+  const unsupported = activationGradientUnsupported(act);
+  if (unsupported !== undefined) throw new InputError(`${env.label}: ${unsupported}`);
+  const n = sizeOf(v.shape);
   if (n === 0) return [];
-  const vec4 = n % 4 === 0 && [y, gy, gx].every((t) => (t.binding.offset ?? 0) % 16 === 0);
+  const vec4 = n % 4 === 0 && [v, gy, gx].every((t) => (t.binding.offset ?? 0) % 16 === 0);
   const items = vec4 ? n / 4 : n;
   return [{
     kernel: activationGradKernel(act.kind, vec4),
     params: UNARY_PARAMS.pack({ n: items, ...activationParams(act) }),
-    buffers: [y.binding, gy.binding, gx.binding],
+    buffers: [v.binding, gy.binding, gx.binding],
     workgroups: grid1d(cdiv(items, EW_WG)),
     label: env.label,
     flops: 2 * n,

@@ -1,4 +1,5 @@
 import { type HostTensor, hostTensor } from '../runtime/host-tensor.js';
+import { activationFuses } from './activation.js';
 import type { OpGraph } from './graph.js';
 import { acceptsActivation, type GraphOp, withActivation } from './graph.js';
 
@@ -56,14 +57,17 @@ export function foldAffineIntoConv(a: OpGraph, keep: ReadonlySet<string>): OpGra
   return { ...a, ops: kept, shapes, constants: pruneConstants(constants, kept, a.outputs) };
 }
 
-/** Fuses Relu / Clip / LeakyRelu / Sigmoid into the epilogue of the op that produces their input. */
+/**
+ * Fuses a standalone activation into the epilogue of the op that produces its input, when
+ * its POINTWISE row allows it (a derivative from y: fusion leaves no x behind).
+ */
 export function fuseActivations(a: OpGraph, keep: ReadonlySet<string>): OpGraph {
   const uses = useCounts(a.ops);
   const producer = new Map(a.ops.map((op, i) => [op.output, i]));
   const removed = new Set<number>();
   const ops = [...a.ops];
   ops.forEach((op, i) => {
-    if (op.kind !== 'unary') return;
+    if (op.kind !== 'unary' || !activationFuses(op.activation)) return;
     const pi = producer.get(op.inputs[0]);
     if (pi === undefined || removed.has(pi)) return;
     const src = ops[pi];

@@ -1,4 +1,4 @@
-import { ACTIVATION_PARAMS, type Activation, activationWgsl } from '../ops/activation.js';
+import { ACTIVATION_PARAMS, type Activation, activationWgsl } from './pointwise.js';
 import { type KernelDef, LINEAR_GROUP_WGSL, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG } from './elementwise.js';
 

@@ -1,4 +1,4 @@
-import { ACTIVATION_PARAMS, type Activation, activationWgsl } from '../ops/activation.js';
+import { ACTIVATION_PARAMS, type Activation, activationWgsl } from './pointwise.js';
 import { type KernelDef, ParamLayout, elementwiseMain } from '../runtime/kernel.js';
 
 /** Elements per workgroup of the point-wise kernels. */
@@ -80,7 +80,7 @@ export function sameShapeBinaryKernel(op: BinaryOpKind, act: Activation['kind'])
 
 export const UNARY_PARAMS = new ParamLayout([['n', 'u32'], ...ACTIVATION_PARAMS]);
 
-/** y = act(x) element-wise (Relu, Clip, LeakyRelu, Sigmoid, or a copy with 'none'). */
+/** y = act(x) element-wise, for any row of POINTWISE ('none' is a copy). */
 export function unaryKernel(act: Activation['kind']): KernelDef {
   return {
     key: `unary/${act}`,
@@ -108,5 +108,30 @@ export function channelAffineKernel(act: Activation['kind']): KernelDef {
     ],
     body: `${activationWgsl(act)}${elementwiseMain(EW_WG, 'params.n', `  let c = (i / params.inner) % params.channels;
   Y[i] = activate(fma(X[i], Scale[c], Shift[c]));`)}`,
+  };
+}
+
+export const WHERE_PARAMS = new ParamLayout([['n', 'u32']]);
+
+/**
+ * y = cond != 0 ? a : b over four tensors of one shape (callers broadcast first). The test
+ * is on the bits (any set bit but the sign), not a float comparison: WGSL may assume there
+ * are no NaNs (llvmpipe evaluates NaN != 0 as false), and a flushed denormal would compare
+ * equal to 0. So NaN and denormal conditions select a, ±0 selects b, exactly as whereCpu.
+ * vec4: n counts vec4s.
+ */
+export function whereKernel(vec4: boolean): KernelDef {
+  const T = vec4 ? 'vec4<f32>' : 'f32';
+  const U = vec4 ? 'vec4<u32>' : 'u32';
+  return {
+    key: `where${vec4 ? '/v4' : ''}`,
+    params: WHERE_PARAMS,
+    storage: [
+      { name: 'Cond', access: 'read', element: T },
+      { name: 'A', access: 'read', element: T },
+      { name: 'B', access: 'read', element: T },
+      { name: 'Y', access: 'read_write', element: T },
+    ],
+    body: elementwiseMain(EW_WG, 'params.n', `  Y[i] = select(B[i], A[i], (bitcast<${U}>(Cond[i]) & ${U}(0x7fffffffu)) != ${U}(0u));`),
   };
 }

@@ -1,35 +1,29 @@
-import type { Activation } from '../ops/activation.js';
+import { type ActivationKind, POINTWISE, type WgslReal } from './pointwise.js';
 import { type KernelDef, LINEAR_GROUP_WGSL, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG, UNARY_PARAMS } from './elementwise.js';
 import { SOFTMAX_PARAMS } from './layout.js';
 
 /**
- * gx = gy · f'(x) written in terms of the activation's output y (fused activations keep only
- * y): relu 1[y > 0], clip 1[min < y < max], leaky_relu (alpha > 0) 1 or alpha by the sign of
- * y, sigmoid y(1 − y), none 1. Parameters as UNARY_PARAMS (act_a, act_b = clip bounds / alpha).
+ * gx = gy · f'(x) from the row's derivative in POINTWISE: v is the activation's input x or
+ * its output y, as the row's `from` says (fused activations keep only y). Parameters as
+ * UNARY_PARAMS (act_a, act_b carry the activation's arguments).
  */
-export function activationGradKernel(act: Activation['kind'], vec4 = false): KernelDef {
-  const T = vec4 ? 'vec4<f32>' : 'f32';
-  const zero = `${T}(0.0)`;
-  const expr: Record<Activation['kind'], string> = {
-    none: 'g',
-    relu: `select(${zero}, g, y > ${zero})`,
-    clip: `select(${zero}, g, (y > ${T}(params.act_a)) & (y < ${T}(params.act_b)))`,
-    leaky_relu: `select(g * params.act_a, g, y >= ${zero})`,
-    sigmoid: 'g * y * (1.0 - y)',
-  };
+export function activationGradKernel(kind: ActivationKind, vec4 = false): KernelDef {
+  const real: WgslReal = vec4 ? 'vec4<f32>' : 'f32';
+  const row = POINTWISE[kind];
   // vec4: n counts vec4s (the caller checks the size is a multiple of 4); 4× fewer loads on lavapipe.
   return {
-    key: `activation_grad/${act}${vec4 ? '/v4' : ''}`,
+    key: `activation_grad/${kind}${vec4 ? '/v4' : ''}`,
     params: UNARY_PARAMS,
     storage: [
-      { name: 'Y', access: 'read', element: T },
-      { name: 'GY', access: 'read', element: T },
-      { name: 'GX', access: 'read_write', element: T },
+      { name: 'V', access: 'read', element: real },
+      { name: 'GY', access: 'read', element: real },
+      { name: 'GX', access: 'read_write', element: real },
     ],
-    body: `${elementwiseMain(EW_WG, 'params.n', `  let y = Y[i];
+    body: `alias Real = ${real};
+${row.wgslHelpers?.(real) ?? ''}${elementwiseMain(EW_WG, 'params.n', `  let v = V[i];
   let g = GY[i];
-  GX[i] = ${expr[act]};`)}`,
+  GX[i] = ${row.derivative.wgsl};`)}`,
   };
 }
 

@@ -1,4 +1,4 @@
-import { ACTIVATION_PARAMS, type Activation, activationWgsl } from '../ops/activation.js';
+import { ACTIVATION_PARAMS, type Activation, activationWgsl } from './pointwise.js';
 import { type KernelDef, ParamLayout } from '../runtime/kernel.js';
 
 /**
