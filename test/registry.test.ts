@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { type Activation, activateCpu } from '../src/ops/activation.js';
+import { ACTIVATION_KINDS, type Activation, type ActivationKind, type ActivationOf, activateCpu, activationGradientReads } from '../src/ops/activation.js';
+import { randomRef } from '../src/ops/random.js';
 import { gradients } from '../src/ops/autodiff.js';
 import { compilePlan } from '../src/ops/compile.js';
 import type { Conv2dAttrs } from '../src/ops/conv.js';
@@ -30,7 +31,7 @@ import {
  */
 
 type Arr = Float64Array;
-type Values = 'uniform' | 'distinct' | 'positive';
+type Values = 'uniform' | 'distinct' | 'positive' | 'index';
 
 interface Feed {
   shape: (n: number) => number[];
@@ -62,6 +63,7 @@ const GRAD_TOL = 2e-3;
 const size = (s: readonly number[]) => s.reduce((p, q) => p * q, 1);
 
 function values(kind: Values, n: number, rand: () => number): Float32Array {
+  if (kind === 'index') return Float32Array.from({ length: n }, (_, i) => i);
   if (kind === 'positive') return Float32Array.from({ length: n }, () => 0.5 + rand());
   if (kind === 'distinct') {
     // Spaced far more than the finite-difference step: no ties for max / min / routing.
@@ -149,6 +151,23 @@ function batchNormRef(x: Arr, xs: number[], stats: ArrayLike<number>, gamma: Arr
 }
 
 const EPS = 1e-5;
+
+/** One or more sample activations of every pointwise row (keyed by kind: a new row needs samples here). */
+const SAMPLES: { [K in ActivationKind]: ActivationOf<K>[] } = {
+  none: [{ kind: 'none' }],
+  relu: [{ kind: 'relu' }],
+  clip: [{ kind: 'clip', min: -0.4, max: 0.3 }],
+  leaky_relu: [{ kind: 'leaky_relu', alpha: 0.2 }],
+  sigmoid: [{ kind: 'sigmoid' }],
+  exp: [{ kind: 'exp' }],
+  abs: [{ kind: 'abs' }],
+  square: [{ kind: 'square' }],
+  sqrt: [{ kind: 'sqrt' }],
+  tanh: [{ kind: 'tanh' }],
+  pow: [{ kind: 'pow', p: 3 }, { kind: 'pow', p: 0.5 }],
+};
+/** Rows whose samples need positive inputs (fractional powers). */
+const POSITIVE_ONLY = new Set<ActivationKind>(['sqrt', 'pow']);
 const batched = (s: number[], values?: Values): Feed => ({ shape: (n) => [n, ...s], batched: true, values });
 const whole = (s: number[], values?: Values): Feed => ({ shape: () => s, batched: false, values });
 
@@ -220,10 +239,10 @@ const CASES: { [K in OpKind]: Case[] } = {
       return A.map((v, i) => f(v, B[i]));
     },
   })),
-  unary: ([{ kind: 'relu' }, { kind: 'sigmoid' }, { kind: 'clip', min: -0.4, max: 0.3 }, { kind: 'leaky_relu', alpha: 0.2 }] as Activation[]).map((a): Case => ({
-    name: a.kind,
-    // Distinct values keep every input more than the step away from relu/clip kinks.
-    feeds: [batched([4, 5], 'distinct')],
+  unary: ACTIVATION_KINDS.flatMap((k): Activation[] => SAMPLES[k]).map((a): Case => ({
+    name: JSON.stringify(a),
+    // Distinct values keep every input more than the step away from kinks (relu, clip, abs).
+    feeds: [batched([4, 5], POSITIVE_ONLY.has(a.kind) ? 'positive' : 'distinct')],
     record: (t, [x]) => t.activation(x, a),
     ref: ([x]) => act(a)(x),
   })),
@@ -303,6 +322,22 @@ const CASES: { [K in OpKind]: Case[] } = {
     record: (t, [x]) => t.resize(x, [7, 9], { alignCorners }),
     ref: ([x], [xs]) => bilinearRef(x, xs, 7, 9, { alignCorners }).data,
   })),
+  where: [{
+    name: 'a where relu(cond) ≠ 0, else b',
+    feeds: [batched([4, 5], 'distinct'), batched([4, 5]), batched([4, 5])],
+    record: (t, [c, a, b]) => t.where(t.activation(c, { kind: 'relu' }), a, b),
+    ref: ([c, a, b]) => c.map((v, i) => (v > 0 ? a[i] : b[i])),
+    wrt: [1, 2],
+  }],
+  random: (['uniform', 'normal'] as const).map((dist): Case => {
+    const attrs = { dist, seed: 1234567, stream: 3, a: dist === 'uniform' ? -1 : 0.5, b: dist === 'uniform' ? 2 : 0.3 };
+    return {
+      name: `${dist}, keyed by image index (the same values however the batch is split)`,
+      feeds: [{ shape: (n) => [n], batched: true, values: 'index' }],
+      record: (t, [rows]) => t.random(rows, [rows.shape[0], 4, 5], attrs),
+      ref: ([rows]) => randomRef(rows, 20, attrs),
+    };
+  }),
   onehot_argmax: [{
     name: 'one-hot rows',
     feeds: [batched([6], 'distinct')],
@@ -365,14 +400,15 @@ const CASES: { [K in OpKind]: Case[] } = {
     ref: ([x, gy], [xs]) => vjpRef((v) => reduceRef(kind, v, xs, [1, 3]).data, x, gy, 1e-3),
     wrt: [],
   })),
-  activation_grad: ([{ kind: 'relu' }, { kind: 'sigmoid' }, { kind: 'clip', min: -0.4, max: 0.3 }, { kind: 'leaky_relu', alpha: 0.2 }] as Activation[]).map((a): Case => ({
-    name: a.kind,
-    feeds: [batched([4, 5], 'distinct'), batched([4, 5])],
+  activation_grad: ACTIVATION_KINDS.flatMap((k): Activation[] => SAMPLES[k]).map((a): Case => ({
+    name: `${JSON.stringify(a)}, from ${activationGradientReads(a)}`,
+    feeds: [batched([4, 5], POSITIVE_ONLY.has(a.kind) ? 'positive' : 'distinct'), batched([4, 5])],
     record: (t, [x, gy]) => {
-      const y = t.activation(x, a);
-      return t.record({ kind: 'activation_grad', activation: a, inputs: [y.name, gy.name] }, null, origin('ag'));
+      // The table says which tensor the derivative reads: the input, or the output.
+      const v = activationGradientReads(a) === 'x' ? x : t.activation(x, a);
+      return t.record({ kind: 'activation_grad', activation: a, inputs: [v.name, gy.name] }, null, origin('ag'));
     },
-    ref: ([x, gy]) => vjpRef(act(a), x, gy, 1e-4),
+    ref: ([x, gy]) => vjpRef(act(a), x, gy, 1e-5),
     wrt: [],
   })),
   softmax_grad: [false, true].map((log): Case => ({

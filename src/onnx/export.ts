@@ -352,6 +352,8 @@ class GraphWriter {
     broadcast: null,
     resize: null,
     onehot_argmax: null,
+    where: null,
+    random: null,
     conv_grad_input: null,
     conv_grad_weight: null,
     pool_grad: null,

@@ -3,6 +3,7 @@ import type { Activation } from './activation.js';
 import type { Conv2dAttrs } from './conv.js';
 import type { GemmAttrs } from './gemm.js';
 import type { Pool2dAttrs } from './pool.js';
+import type { RandomAttrs } from './random.js';
 import type { BilinearOptions } from './resample.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
@@ -38,6 +39,10 @@ export type GraphOp =
   /** NumPy broadcast of the input to the output's shape. */
   | { kind: 'broadcast'; node: OpOrigin; inputs: [string]; output: string }
   | { kind: 'resize'; node: OpOrigin; inputs: [string]; output: string; options: BilinearOptions }
+  /** y = cond ≠ 0 ? a : b, all of one shape (CAM masks, thresholds). */
+  | { kind: 'where'; node: OpOrigin; inputs: [string, string, string]; output: string }
+  /** Counter-based random values [N, …], row r keyed by the image index in input [N] (src/ops/random.ts). */
+  | { kind: 'random'; node: OpOrigin; inputs: [string]; output: string; attrs: RandomAttrs }
   /** One-hot rows at the argmax of each row of a [N, C] tensor; has no gradient. */
   | { kind: 'onehot_argmax'; node: OpOrigin; inputs: [string]; output: string }
   // Vector-Jacobian products, appended by autodiff.
@@ -127,6 +132,7 @@ export interface TapeOps {
   mul(a: Sym, b: Sym): Sym;
   div(a: Sym, b: Sym): Sym;
   reshape(x: Sym, shape: readonly number[]): Sym;
+  broadcast(x: Sym, shape: readonly number[]): Sym;
   reduce(kind: ReduceKind, x: Sym, axes: readonly number[]): Sym;
   reduceTo(x: Sym, target: readonly number[]): Sym;
   gemm(a: Sym, b: Sym, c: Sym | null, attrs: Partial<GemmAttrs>): Sym;

@@ -6,15 +6,16 @@ import { type Activation, NO_ACTIVATION } from './activation.js';
 import { lowerOnehotArgmax } from './argmax.js';
 import { lowerBatchNorm, lowerBatchNormGradInput, lowerBatchNormGradParams, lowerBatchNormStats } from './batchnorm.js';
 import { convFlops, convOutputShape, lowerConv } from './conv.js';
-import { binaryOutputShape, lowerBinary, lowerChannelAffine, lowerUnary } from './elementwise.js';
+import { binaryOutputShape, lowerBinary, lowerChannelAffine, lowerUnary, lowerWhere } from './elementwise.js';
 import { gemmOutputShape, lowerGemmOp, lowerMatMul, matmulOutputShape } from './gemm.js';
 import { lowerConvGradInput, lowerConvGradWeight } from './grad-conv.js';
-import { lowerActivationGrad, lowerSoftmaxGrad } from './grad-elementwise.js';
+import { activationGradientReads, lowerActivationGrad, lowerSoftmaxGrad } from './grad-elementwise.js';
 import { lowerGlobalPoolGrad, lowerPoolGrad } from './grad-pool.js';
 import type { GraphOp, OpOrigin, Sym, TapeOps } from './graph.js';
 import { concatOutputShape, lowerConcat, lowerPad, lowerPadGrad, lowerSlice, lowerSoftmax, padOutputShape } from './layout.js';
 import { globalPoolOutputShape, lowerGlobalPool, lowerPool, poolOutputShape } from './pool.js';
 import { lowerBroadcast, lowerReduce, lowerReduceGrad, reduceShape } from './reduce.js';
+import { lowerRandom, randomShapeCheck } from './random.js';
 import { lowerBilinear, lowerBilinearGrad } from './resample.js';
 import type { BoundTensor, LowerEnv, Lowered } from './types.js';
 
@@ -187,7 +188,12 @@ export const OPS: OpRegistry = {
   unary: {
     shape: same,
     lower: (c) => lowerUnary(c.env, c.input(0), c.output(), c.op.activation),
-    vjp: (c) => c.give(0, c.preActivation(c.op.activation)),
+    vjp: (c) => {
+      const act = c.op.activation;
+      // The pointwise table says whether f' is computed from the input or the output.
+      if (activationGradientReads(act) === 'y') return c.give(0, c.preActivation(act));
+      c.give(0, c.tape.record({ kind: 'activation_grad', activation: act, inputs: [c.op.inputs[0], c.gy.name] }, c.x(0).shape, c.origin('act')));
+    },
     modelFlops: noFlops,
   },
   affine: {
@@ -283,6 +289,32 @@ export const OPS: OpRegistry = {
     },
     lower: (c) => lowerBilinear(c.env, c.input(0), c.output(), c.outShape, c.op.options),
     vjp: (c) => c.give(0, c.tape.record({ kind: 'resize_grad', inputs: [c.gy.name], options: c.op.options }, c.x(0).shape, c.origin(''))),
+    modelFlops: noFlops,
+  },
+  where: {
+    shape: (_op, [cond, a, b], _d, where) => {
+      if (!shapeEquals(cond, a) || !shapeEquals(a, b)) throw new ShapeError(where, `where needs one shape for cond, a and b: ${[cond, a, b].map(formatShape).join(', ')}`);
+      return [...a];
+    },
+    lower: (c) => lowerWhere(c.env, c.input(0), c.input(1), c.input(2), c.output()),
+    vjp: (c) => {
+      // The condition is piecewise constant: no gradient. a and b get g where they were chosen.
+      const t = c.tape;
+      const zero = t.broadcast(t.scalar(0), c.gy.shape);
+      const cond = c.x(0);
+      if (c.need(1)) c.give(1, t.record({ kind: 'where', inputs: [cond.name, c.gy.name, zero.name] }, null, c.origin('a')));
+      if (c.need(2)) c.give(2, t.record({ kind: 'where', inputs: [cond.name, zero.name, c.gy.name] }, null, c.origin('b')));
+    },
+    modelFlops: noFlops,
+  },
+  random: {
+    shape: (_op, [rows], declared, where) => {
+      const y = needDeclared(declared, where, 'random');
+      randomShapeCheck(where, rows, y);
+      return y;
+    },
+    lower: (c) => lowerRandom(c.env, c.input(0), c.output(), c.op.attrs),
+    vjp: 'zero',
     modelFlops: noFlops,
   },
   onehot_argmax: {

@@ -5,6 +5,7 @@ import type { BinaryOpKind } from '../shaders/elementwise.js';
 import { type Activation, NO_ACTIVATION } from './activation.js';
 import type { GemmAttrs } from './gemm.js';
 import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, ReduceKind, Sym, TapeOps } from './graph.js';
+import type { RandomAttrs } from './random.js';
 import { inferShape } from './registry.js';
 import type { BilinearOptions } from './resample.js';
 
@@ -19,6 +20,7 @@ export type { Sym } from './graph.js';
 export class Tape implements TapeOps {
   readonly graph: OpGraph = { ops: [], shapes: new Map(), constants: new Map(), inputs: [], outputs: [] };
   private counter = 0;
+  private prefix = '';
 
   /** A tensor name not used yet on this tape. */
   fresh(prefix: string): string {
@@ -59,8 +61,9 @@ export class Tape implements TapeOps {
    */
   record(op: OpWithoutOutput, shape: readonly number[] | null, origin: OpOrigin, name?: string): Sym {
     if (name !== undefined && this.graph.shapes.has(name)) throw new InputError(`tape already has a tensor '${name}'`);
-    const output = name ?? this.fresh(origin.name);
-    const full = { ...op, output, node: origin } as GraphOp;
+    const node = this.prefix ? { ...origin, name: `${this.prefix}${origin.name}` } : origin;
+    const output = name ?? this.fresh(node.name);
+    const full = { ...op, output, node } as GraphOp;
     const inputShapes = full.inputs.map((i) => {
       const s = this.graph.shapes.get(i);
       if (!s) throw new InputError(`${origin.name}: reads '${i}', which is not a tensor of the tape`);
@@ -168,6 +171,31 @@ export class Tape implements TapeOps {
   resize(x: Sym, size: [number, number], options: Omit<BilinearOptions, 'outOffset'>): Sym {
     const shape = [...x.shape.slice(0, -2), ...size];
     return this.record({ kind: 'resize', inputs: [x.name], options }, shape, { name: 'resize', opType: 'Resize' });
+  }
+
+  /** cond ≠ 0 ? a : b elementwise; a and b are broadcast to cond's shape. */
+  where(cond: Sym, a: Sym, b: Sym): Sym {
+    const fit = (v: Sym) => (formatShape(v.shape) === formatShape(cond.shape) ? v : this.broadcast(v, cond.shape));
+    return this.record({ kind: 'where', inputs: [cond.name, fit(a).name, fit(b).name] }, null, { name: 'where', opType: 'Where' });
+  }
+
+  /** Seeded counter-based random values of `shape` ([N, …]); `rows` [N] holds each row's image index. */
+  random(rows: Sym, shape: readonly number[], attrs: RandomAttrs): Sym {
+    return this.record({ kind: 'random', inputs: [rows.name], attrs }, shape, { name: `random_${attrs.dist}`, opType: 'Random' });
+  }
+
+  /**
+   * Records what `body` records under `name/`: its ops' names (and so their launches' labels
+   * in profiles) say which method or stage they belong to.
+   */
+  scope<T>(name: string, body: () => T): T {
+    const before = this.prefix;
+    this.prefix = `${before}${name}/`;
+    try {
+      return body();
+    } finally {
+      this.prefix = before;
+    }
   }
 
   onehotArgmax(x: Sym): Sym {

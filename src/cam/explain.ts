@@ -1,0 +1,365 @@
+import type { Model, ModelTape } from '../model.js';
+import type { GraphOp, Sym } from '../ops/graph.js';
+import type { Tape } from '../ops/tape.js';
+import type { ProgramFeed, ProgramResultSpec } from '../ops/program.js';
+import { InputError, ShapeError } from '../runtime/errors.js';
+import { hostTensor } from '../runtime/host-tensor.js';
+import { formatShape } from '../runtime/shape.js';
+import { Tensor } from '../runtime/tensor.js';
+import { finalMap, layerMap } from './math.js';
+import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS } from './methods.js';
+import { uniformSigned } from './random.js';
+
+export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
+
+export type TargetSpec = 'argmax' | number | readonly number[] | { topK: number };
+
+export interface ExplainOptions {
+  /** Method names, or ['all']. */
+  methods: readonly string[];
+  /** Target layers: tensor names, node names, torch module paths, or 'auto' (default). */
+  layers?: readonly string[];
+  /** Whose score to explain: argmax (default, on the GPU), one class for all, one per image, or each image's top K. */
+  targets?: TargetSpec;
+  /** y_c is the logit (default) or the softmax probability. */
+  score?: 'logit' | 'softmax';
+  /** Seed of Random-CAM's weights. */
+  seed?: number;
+  /** Most images per pass (the device's binding limits may split further). */
+  batchSize?: number;
+  /** Per-launch GPU timestamps, attributed to each method (slower: one compute pass per launch). */
+  profile?: boolean;
+}
+
+export interface MethodMaps {
+  method: string;
+  title: string;
+  /** [M, H, W] in [0, 1] at the model's input resolution, one row per (image, target). */
+  map: Tensor;
+  /** [M, h, w] at the (first) layer's resolution, before relu and normalization. */
+  raw: Tensor;
+  /** [M, K] channel weights at the (first) layer, where the method has them. */
+  weights: Tensor | null;
+  /** GPU time of the method's own launches (profile only). */
+  gpuMs: number | null;
+  /** Wall time of the whole explain call (the methods share one pass). */
+  wallMs: number;
+}
+
+export interface ExplainRow {
+  image: number;
+  /** The class explained. */
+  target: number;
+  /** y_c: its logit, or probability with score 'softmax'. */
+  score: number;
+}
+
+export interface ExplainResult {
+  /** One per map row; read from the GPU on first access (one readback for all of them). */
+  rows(): Promise<ExplainRow[]>;
+  layers: { requested: string; tensor: string; shape: number[] }[];
+  methods: MethodMaps[];
+  /** GPU time of the shared forward/backward pass and everything that is no method's own (profile only). */
+  passGpuMs: number | null;
+  /** The target class and score tensors ([M] each), for callers that keep everything on the GPU. */
+  targetClass: Tensor;
+  targetScore: Tensor;
+  dispose(): void;
+}
+
+/** Method names as given (case, dashes and underscores do not matter), 'all' expanded. */
+export function resolveMethods(names: readonly string[]): CamMethod[] {
+  if (names.length === 0) throw new InputError(`no method given; known methods: ${METHOD_NAMES.join(', ')}`);
+  const out: CamMethod[] = [];
+  for (const raw of names) {
+    const key = raw.toLowerCase().replace(/[-_ ]/g, '');
+    if (key === 'all') {
+      for (const m of METHODS) if (!out.includes(m)) out.push(m);
+      continue;
+    }
+    const m = METHOD_BY_NAME.get(key) ?? METHOD_BY_NAME.get(key.replace(/plusplus$/, '++'));
+    if (!m) throw new InputError(`unknown method '${raw}'; known methods: ${METHOD_NAMES.join(', ')}, all`);
+    if (!out.includes(m)) out.push(m);
+  }
+  return out;
+}
+
+/** The classifier weight matrix behind a GAP → (Flatten) → Gemm/MatMul head fed by `layer`, as [C, K] or [K, C]. */
+interface Head {
+  weight: string;
+  /** true: stored [C, K] (Gemm transB, a Linear layer); false: [K, C]. */
+  classMajor: boolean;
+}
+
+/** Finds CAM's head on the model tape, or says why there is none. */
+function findHead(t: Tape, layer: Sym, layerName: string): Head {
+  const ops = t.graph.ops;
+  const readers = (name: string) => ops.filter((o) => o.inputs.includes(name));
+  const describe = (o: GraphOp | undefined) => (o ? `${o.node.opType} '${o.node.name}'` : 'nothing');
+  const fail = (why: string): never => {
+    throw new InputError(`CAM needs '${layerName}' to feed GlobalAveragePool → (Flatten) → Gemm/MatMul, the head CAM is defined for; ${why}. Use Grad-CAM (identical for such heads) or another method`);
+  };
+  const r = readers(layer.name);
+  const gap = r.find((o) => o.kind === 'global_pool' && o.pool === 'avg');
+  if (!gap) fail(`it feeds ${r.map(describe).join(', ') || 'nothing'}`);
+  let cur = gap!.output;
+  for (;;) {
+    const next = readers(cur);
+    if (next.length !== 1) fail(`its pooled value feeds ${next.map(describe).join(', ') || 'nothing'}`);
+    const op = next[0];
+    if (op.kind === 'alias') {
+      cur = op.output;
+      continue;
+    }
+    if (op.kind === 'gemm' && !op.attrs.transA && op.inputs[0] === cur && t.graph.constants.has(op.inputs[1])) {
+      return { weight: op.inputs[1], classMajor: op.attrs.transB };
+    }
+    if (op.kind === 'matmul' && !op.transA && op.inputs[0] === cur && t.graph.constants.has(op.inputs[1])) {
+      return { weight: op.inputs[1], classMajor: op.transB === true };
+    }
+    return fail(`the pooled value feeds ${describe(op)}`);
+  }
+}
+
+const TARGET_FEED = 'camgpu:explain:target';
+const RANK_FEED = 'camgpu:explain:rank';
+const ROW_FEED = 'camgpu:explain:row';
+
+/**
+ * Explains a batch with every requested method from shared passes: the network runs forward
+ * once and backward once (for all gradient methods together), the CAM math of every method
+ * and layer is recorded on the same tape and compiled into the same plan, and nothing is
+ * read back until the caller reads.
+ */
+export async function explain(model: Model, x: Tensor, options: ExplainOptions): Promise<ExplainResult> {
+  const started = performance.now();
+  const methods = resolveMethods(options.methods);
+  x.assertAlive();
+  if (x.shape.length < 2 || x.shape[0] < 1) throw new ShapeError('explain input', `expects [N, …] with N ≥ 1, got ${formatShape(x.shape)}`);
+  const batch = x.shape[0];
+  const image = x.shape.slice(1);
+  const requestedLayers = options.layers && options.layers.length > 0 ? options.layers : ['auto'];
+  const needsGrad = methods.some((m) => m.needs === 'class');
+  const size: [number, number] = [image[image.length - 2], image[image.length - 1]];
+  if (image.length !== 3) throw new ShapeError('explain input', `expects NCHW images, got ${formatShape(x.shape)}`);
+
+  // Rows: one per (image, target). topK repeats each image K times.
+  const spec = options.targets ?? 'argmax';
+  const topK = typeof spec === 'object' && !Array.isArray(spec) ? (spec as { topK: number }).topK : 0;
+  if (typeof spec === 'object' && !Array.isArray(spec) && (!Number.isInteger(topK) || topK < 1)) throw new InputError(`explain: topK must be a whole number ≥ 1, got ${topK}`);
+  const rows = topK > 0 ? batch * topK : batch;
+
+  // Probe a tape at one image: shapes, layers, the class count.
+  const probe = model.tape(1, { image, taps: requestedLayers });
+  const numClasses = probe.logits.shape.at(-1)!;
+  const layerInfo = requestedLayers.map((requested) => {
+    const sym = probe.taps.get(requested)!;
+    const tensor = probe.resolved.taps.get(requested)!.tensor;
+    if (sym.shape.length !== 4 || sym.shape[2] * sym.shape[3] < 2) {
+      throw new ShapeError(`explain: layer '${requested}' (tensor '${tensor}')`, `has shape ${formatShape(sym.shape)}; CAM layers must be 4-D [N, K, h, w] with h·w > 1. Spatial layers: ${spatialLayers(probe).join(', ')}`);
+    }
+    return { requested, tensor, shape: [rows, ...sym.shape.slice(1)] };
+  });
+  if (topK > numClasses) throw new InputError(`explain: top${topK} asked of a model with ${numClasses} classes`);
+  let classes: number[] | null = null;
+  if (typeof spec === 'number' || Array.isArray(spec)) {
+    classes = typeof spec === 'number' ? new Array<number>(batch).fill(spec) : [...(spec as readonly number[])];
+    if (classes.length !== batch) throw new InputError(`explain: ${classes.length} target classes for a batch of ${batch}; give one per image (batches are never truncated)`);
+    classes.forEach((c, i) => {
+      if (!Number.isInteger(c) || c < 0 || c >= numClasses) throw new InputError(`explain: class ${c} of image ${i} is not in [0, ${numClasses})`);
+    });
+  }
+  if (methods.some((m) => m.name === 'cam')) for (const l of requestedLayers) findHead(probe.tape, probe.taps.get(l)!, l);
+
+  const owned: Tensor[] = [];
+  const feeds = new Map<string, ProgramFeed>();
+  try {
+    let input = x;
+    if (topK > 0) {
+      input = repeatRows(x, topK);
+      owned.push(input);
+      const rank = new Float32Array(rows * topK);
+      for (let r = 0; r < rows; r++) rank[r * topK + (r % topK)] = 1;
+      const t = Tensor.fromData(model.ctx, rank, [rows, topK], 'explain-rank');
+      owned.push(t);
+      feeds.set(RANK_FEED, { tensor: t, batchAxis: 0 });
+    }
+    feeds.set(model.inputName, { tensor: input, batchAxis: 0 });
+    if (classes) {
+      const w = new Float32Array(rows * numClasses);
+      classes.forEach((c, i) => (w[i * numClasses + c] = 1));
+      const t = Tensor.fromData(model.ctx, w, [rows, numClasses], 'explain-target');
+      owned.push(t);
+      feeds.set(TARGET_FEED, { tensor: t, batchAxis: 0 });
+    }
+    // Per-row image index, for per-image random values that do not depend on the split.
+    const rowIndex = Tensor.fromData(model.ctx, Float32Array.from({ length: rows }, (_, r) => (topK > 0 ? Math.floor(r / topK) : r)), [rows], 'explain-rows');
+    owned.push(rowIndex);
+    feeds.set(ROW_FEED, { tensor: rowIndex, batchAxis: 0 });
+
+    const results: Record<string, ProgramResultSpec> = { target: { batchAxis: 0 }, score: { batchAxis: 0 } };
+    for (const m of methods) {
+      results[`${m.name}:map`] = { batchAxis: 0 };
+      results[`${m.name}:raw`] = { batchAxis: 0 };
+      if (m.name !== 'activationcam' && !['hirescam', 'gradcamelementwise', 'layercam', 'eigencam', 'eigengradcam'].includes(m.name)) {
+        results[`${m.name}:weights`] = { batchAxis: 0 };
+      }
+    }
+    const seed = options.seed ?? 0;
+    const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${classes ? 'classes' : topK > 0 ? `top${topK}` : 'argmax'}|${seed}`;
+    const build = (nb: number) => {
+      const mt = model.tape(nb, {
+        image,
+        taps: requestedLayers,
+        wrt: needsGrad ? requestedLayers : [],
+        target: { of: options.score ?? 'logit', weights: classes || topK > 0 ? 'feed' : 'argmax' },
+      });
+      const t = mt.tape;
+      const names = new Map<string, string>();
+      const keep = (name: string, s: Sym) => names.set(name, s.name);
+      // The explained score per row: y = Σ_c w_c f(logits)_c, and the class c = Σ_c w_c·c.
+      let seedSym: Sym;
+      if (topK > 0) {
+        seedSym = topKSeed(t, mt, nb, topK);
+      } else {
+        seedSym = mt.seed ?? t.onehotArgmax(mt.logits);
+      }
+      const scored = options.score === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
+      keep('score', t.reshape(t.reduce('sum', t.mul(seedSym, scored), [1]), [nb]));
+      const classIdx = t.constant(hostTensor('float32', [1, numClasses], Float32Array.from({ length: numClasses }, (_, c) => c)));
+      keep('target', t.reshape(t.reduce('sum', t.mul(seedSym, classIdx), [1]), [nb]));
+      const rowsSym = t.input(ROW_FEED, [nb]);
+      for (const m of methods) {
+        t.scope(m.name, () => {
+          const perLayer: Sym[] = [];
+          requestedLayers.forEach((l, li) => {
+            const a = mt.taps.get(l)!;
+            const inputs: LayerInputs = {
+              a,
+              g: m.needs === 'class' ? mt.gradients.get(l) ?? zerosLike(t, a) : null,
+              classifierWeights: () => {
+                const head = findHead(t, a, l);
+                const w = t.sym(head.weight);
+                return head.classMajor ? t.matmul(seedSym, w) : t.matmul(seedSym, w, { transB: true });
+              },
+              uniformWeights: () => uniformSigned(t, rowsSym, a.shape[1], seed + 7919 * li),
+            };
+            const r = m.record(t, inputs);
+            if (li === 0) {
+              keep(`${m.name}:raw`, r.raw);
+              if (r.weights) keep(`${m.name}:weights`, r.weights);
+            }
+            perLayer.push(layerMap(t, r.raw, size));
+          });
+          keep(`${m.name}:map`, finalMap(t, perLayer));
+        });
+      }
+      if (mt.targetInput && mt.targetInput !== TARGET_FEED && (classes || topK > 0)) {
+        throw new Error('internal: the model tape takes its target weights under another name');
+      }
+      return { graph: t.graph, names, shared: (n: string) => model.isModelConstant(n) };
+    };
+    if (classes || topK > 0) {
+      // The model tape's target feed is named by the model; route ours there.
+      const probeFeed = model.tape(1, { image, taps: [], wrt: [requestedLayers[0]], target: { weights: 'feed' } }).targetInput;
+      if (probeFeed && probeFeed !== TARGET_FEED) {
+        if (classes) {
+          feeds.set(probeFeed, feeds.get(TARGET_FEED)!);
+          feeds.delete(TARGET_FEED);
+        }
+      }
+    }
+    const run = await model.runProgram({
+      key,
+      build,
+      batch: rows,
+      feeds,
+      results,
+      profile: options.profile,
+      label: 'explain',
+      maxChunk: options.batchSize,
+    });
+    const timings = run.timings ? await run.timings : null;
+    const wallMs = performance.now() - started;
+    const methodMaps: MethodMaps[] = methods.map((m) => ({
+      method: m.name,
+      title: m.title,
+      map: run.results.get(`${m.name}:map`)!,
+      raw: run.results.get(`${m.name}:raw`)!,
+      weights: run.results.get(`${m.name}:weights`) ?? null,
+      gpuMs: timings ? timings.filter((s) => s.label.startsWith(`${m.name}/`)).reduce((p, s) => p + s.ms, 0) : null,
+      wallMs,
+    }));
+    const targetClass = run.results.get('target')!;
+    const targetScore = run.results.get('score')!;
+    let rowsRead: Promise<ExplainRow[]> | null = null;
+    for (const t of owned) t.dispose();
+    owned.length = 0;
+    return {
+      rows: () => {
+        rowsRead ??= Promise.all([targetClass.read(), targetScore.read()]).then(([c, s]) =>
+          Array.from({ length: rows }, (_, r) => ({ image: topK > 0 ? Math.floor(r / topK) : r, target: Math.round(c[r]), score: s[r] })));
+        return rowsRead;
+      },
+      layers: layerInfo,
+      methods: methodMaps,
+      passGpuMs: timings ? timings.filter((s) => !methods.some((m) => s.label.startsWith(`${m.name}/`))).reduce((p, s) => p + s.ms, 0) : null,
+      targetClass,
+      targetScore,
+      dispose: () => {
+        for (const m of methodMaps) {
+          m.map.dispose();
+          m.raw.dispose();
+          m.weights?.dispose();
+        }
+        targetClass.dispose();
+        targetScore.dispose();
+      },
+    };
+  } finally {
+    for (const t of owned) t.dispose();
+  }
+}
+
+function zerosLike(t: Tape, s: Sym): Sym {
+  return t.broadcast(t.scalar(0), s.shape);
+}
+
+/**
+ * The seed of each row's target for topK: row r explains the (r mod K)-th best class of its
+ * image. The K best classes are found on the GPU by repeated argmax with the winners masked
+ * out; the fed rank one-hot [nb, K] picks each row's.
+ */
+function topKSeed(t: Tape, mt: ModelTape, nb: number, k: number): Sym {
+  const rank = t.input(RANK_FEED, [nb, k]);
+  let remaining = mt.logits;
+  let seed: Sym | null = null;
+  for (let i = 0; i < k; i++) {
+    const onehot = t.onehotArgmax(remaining);
+    const pick = t.mul(onehot, t.reshape(t.record({ kind: 'slice', inputs: [rank.name], axis: 1, start: i }, [nb, 1], { name: 'rank', opType: 'Slice' }), [nb, 1]));
+    seed = seed ? t.add(seed, pick) : pick;
+    remaining = t.sub(remaining, t.mul(onehot, t.scalar(1e30)));
+  }
+  return seed!;
+}
+
+/** Every 4-D spatial tensor of a model tape's forward pass, by name, for error messages. */
+function spatialLayers(mt: ModelTape): string[] {
+  const out: string[] = [];
+  for (const op of mt.tape.graph.ops) {
+    const s = mt.tape.graph.shapes.get(op.output)!;
+    if (s.length === 4 && s[2] * s[3] > 1) out.push(`${op.node.name} ${formatShape(s.slice(1))}`);
+    if (out.length >= 40) break;
+  }
+  return out;
+}
+
+/** x with each image repeated k times in a row ([N·k, …]). */
+function repeatRows(x: Tensor, k: number): Tensor {
+  const per = x.byteLength / x.shape[0];
+  const out = Tensor.empty(x.ctx, [x.shape[0] * k, ...x.shape.slice(1)], 'explain-repeat');
+  const enc = x.ctx.device.createCommandEncoder();
+  for (let i = 0; i < x.shape[0]; i++) for (let j = 0; j < k; j++) enc.copyBufferToBuffer(x.buffer, x.byteOffset + i * per, out.buffer, (i * k + j) * per, per);
+  x.ctx.device.queue.submit([enc.finish()]);
+  return out;
+}

@@ -1,0 +1,167 @@
+import type { Sym } from '../ops/graph.js';
+import type { Tape } from '../ops/tape.js';
+import { act, channelSum, eigenProjection, relu, spatial, weightedSum } from './math.js';
+
+/** What a method reads at one target layer. */
+export interface LayerInputs {
+  /** Activations A [N, K, h, w]. */
+  a: Sym;
+  /** ∂y_c/∂A [N, K, h, w] for the method's target, when the method needs gradients. */
+  g: Sym | null;
+  /** For CAM: the classifier's weight rows of each image's target, [N, K]. */
+  classifierWeights: () => Sym;
+  /** Uniform values in [−1, 1] of shape [N, K] from the seeded generator (Random-CAM). */
+  uniformWeights: () => Sym;
+}
+
+export interface LayerResult {
+  /** The map before relu and normalization, [N, h, w]. */
+  raw: Sym;
+  /** Channel weights [N, K], where the method has them. */
+  weights: Sym | null;
+}
+
+/** Which backward pass a method reads. */
+export type MethodTarget = 'none' | 'class';
+
+/**
+ * One saliency method of the one-forward / one-backward family, declared once: its name,
+ * what it needs, and how it records its map on the tape from a layer's values.
+ */
+export interface CamMethod {
+  name: string;
+  title: string;
+  /** 'class': reads ∂y_c/∂A for each image's target (shared by every such method); 'none': activations only. */
+  needs: MethodTarget;
+  /** SPEC §1 reference for the method. */
+  reference: string;
+  record(t: Tape, l: LayerInputs): LayerResult;
+}
+
+const g = (l: LayerInputs): Sym => {
+  if (!l.g) throw new Error('internal: a gradient method ran without gradients');
+  return l.g;
+};
+
+/** Σ_ij relu(g)·α with Grad-CAM++'s α = g²/(2g² + (Σ_ab A_ab)·g³ + 1e-6). */
+function gradCamPlusPlusWeights(t: Tape, a: Sym, grad: Sym): Sym {
+  const [n, k] = a.shape;
+  const g2 = t.mul(grad, grad);
+  const g3 = t.mul(g2, grad);
+  const sumA = t.reshape(spatial(t, 'sum', a), [n, k, 1, 1]);
+  const alpha = t.div(g2, t.add(t.add(t.mul(g2, t.scalar(2)), t.mul(sumA, g3)), t.scalar(1e-6)));
+  return spatial(t, 'sum', t.mul(relu(t, grad), alpha));
+}
+
+export const METHODS: readonly CamMethod[] = [
+  {
+    name: 'activationcam',
+    title: 'Activation-CAM',
+    needs: 'none',
+    reference: 'Pixab-CAM seed §3.2: w_k = 1',
+    record: (t, l) => ({ raw: channelSum(t, l.a), weights: null }),
+  },
+  {
+    name: 'cam',
+    title: 'CAM',
+    needs: 'none',
+    reference: 'Zhou et al.: w_k = classifier weight of class c (GAP → linear heads)',
+    record: (t, l) => {
+      const w = l.classifierWeights();
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+  {
+    name: 'gradcam',
+    title: 'Grad-CAM',
+    needs: 'class',
+    reference: 'PGC grad_cam.py: w_k = mean_ij g',
+    record: (t, l) => {
+      const w = spatial(t, 'mean', g(l));
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+  {
+    name: 'gradcam++',
+    title: 'Grad-CAM++',
+    needs: 'class',
+    reference: 'PGC grad_cam_plusplus.py',
+    record: (t, l) => {
+      const w = gradCamPlusPlusWeights(t, l.a, g(l));
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+  {
+    name: 'xgradcam',
+    title: 'XGrad-CAM',
+    needs: 'class',
+    reference: 'PGC xgrad_cam.py: w_k = Σ(g·A)/(ΣA + 1e-7)',
+    record: (t, l) => {
+      const w = t.div(spatial(t, 'sum', t.mul(g(l), l.a)), t.add(spatial(t, 'sum', l.a), t.scalar(1e-7)));
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+  {
+    name: 'hirescam',
+    title: 'HiResCAM',
+    needs: 'class',
+    reference: 'PGC hirescam.py: Σ_k g ⊙ A',
+    record: (t, l) => ({ raw: channelSum(t, t.mul(g(l), l.a)), weights: null }),
+  },
+  {
+    name: 'gradcamelementwise',
+    title: 'Grad-CAM element-wise',
+    needs: 'class',
+    reference: 'PGC grad_cam_elementwise.py: Σ_k relu(g ⊙ A)',
+    record: (t, l) => ({ raw: channelSum(t, relu(t, t.mul(g(l), l.a))), weights: null }),
+  },
+  {
+    name: 'layercam',
+    title: 'LayerCAM',
+    needs: 'class',
+    reference: 'PGC layer_cam.py: Σ_k relu(g) ⊙ A',
+    record: (t, l) => ({ raw: channelSum(t, t.mul(relu(t, g(l)), l.a)), weights: null }),
+  },
+  {
+    name: 'eigencam',
+    title: 'EigenCAM',
+    needs: 'none',
+    reference: 'PGC utils/svd_on_activations.py: first principal component of the centered activations, sign-corrected',
+    record: (t, l) => ({ raw: eigenProjection(t, l.a), weights: null }),
+  },
+  {
+    name: 'eigengradcam',
+    title: 'EigenGrad-CAM',
+    needs: 'class',
+    reference: 'PGC eigen_grad_cam.py: EigenCAM of g ⊙ A',
+    record: (t, l) => ({ raw: eigenProjection(t, t.mul(g(l), l.a)), weights: null }),
+  },
+  {
+    name: 'fem',
+    title: 'FEM',
+    needs: 'none',
+    reference: 'PGC fem.py: w_k = mean_ij [A > mean + 2·std]',
+    record: (t, l) => {
+      const [n, k] = l.a.shape;
+      const mean = t.reduce('mean', l.a, [2, 3]);
+      const centered = t.sub(l.a, mean);
+      const std = act(t, t.reduce('mean', t.mul(centered, centered), [2, 3]), { kind: 'sqrt' });
+      const over = t.sub(l.a, t.add(mean, t.mul(std, t.scalar(2))));
+      const mask = t.where(relu(t, over), t.broadcast(t.scalar(1), over.shape), t.broadcast(t.scalar(0), over.shape));
+      const w = t.reshape(t.reduce('mean', mask, [2, 3]), [n, k]);
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+  {
+    name: 'randomcam',
+    title: 'Random-CAM',
+    needs: 'none',
+    reference: 'PGC random_cam.py: w_k uniform in [−1, 1] (a sanity baseline)',
+    record: (t, l) => {
+      const w = l.uniformWeights();
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+];
+
+export const METHOD_BY_NAME: ReadonlyMap<string, CamMethod> = new Map(METHODS.map((m) => [m.name, m]));
