@@ -5,7 +5,8 @@ import type { BinaryOpKind } from '../shaders/elementwise.js';
 import { type Activation, NO_ACTIVATION } from './activation.js';
 import { binaryOutputShape } from './elementwise.js';
 import { type GemmAttrs, gemmOutputShape, matmulOutputShape } from './gemm.js';
-import type { GraphOp, OpGraph, OpOrigin, ReduceKind } from './graph.js';
+import type { GraphOp, OpGraph, OpOrigin } from './graph.js';
+import type { ReduceKind } from './reduce.js';
 import type { BilinearOptions } from './resample.js';
 
 /** A value recorded on a tape: the name of a tensor of its graph and its static shape. */

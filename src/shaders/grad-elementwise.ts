@@ -1,7 +1,7 @@
 import type { Activation } from '../ops/activation.js';
 import { type KernelDef, LINEAR_GROUP_WGSL, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG, UNARY_PARAMS } from './elementwise.js';
-import { SOFTMAX_PARAMS } from './layout.js';
+import { SOFTMAX_PARAMS } from './softmax.js';
 
 /**
  * gx = gy · f'(x) written in terms of the activation's output y (fused activations keep only
