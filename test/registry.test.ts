@@ -3,7 +3,7 @@ import { ACTIVATION_KINDS, type Activation, type ActivationKind, type Activation
 import { randomRef } from '../src/ops/random.js';
 import { gradients } from '../src/ops/autodiff.js';
 import { compilePlan } from '../src/ops/compile.js';
-import type { Conv2dAttrs } from '../src/ops/conv.js';
+import type { Conv2dAttrs } from '../src/ops/conv-attrs.js';
 import type { Sym } from '../src/ops/graph.js';
 import type { Pool2dAttrs } from '../src/ops/pool.js';
 import { OPS, type OpKind } from '../src/ops/registry.js';

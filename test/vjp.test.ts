@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { type Activation, activateCpu } from '../src/ops/activation.js';
-import { type Conv2dAttrs, convOutputShape } from '../src/ops/conv.js';
+import { convOutputShape } from '../src/ops/conv.js';
+import type { Conv2dAttrs } from '../src/ops/conv-attrs.js';
 import { chooseConvPath, type ConvPath } from '../src/ops/conv-sg8.js';
 import { EagerEnv } from '../src/ops/env.js';
 import { lowerActivationGrad, lowerSoftmaxGrad } from '../src/ops/grad-elementwise.js';

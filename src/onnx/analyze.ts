@@ -1,11 +1,12 @@
 import { type Activation, NO_ACTIVATION } from '../ops/activation.js';
-import { autoPads, type AutoPad, type Conv2dAttrs, convOutputShape } from '../ops/conv.js';
+import { autoPads, type AutoPad, convOutputShape } from '../ops/conv.js';
+import type { Conv2dAttrs } from '../ops/conv-attrs.js';
 import { binaryOutputShape } from '../ops/elementwise.js';
 import { gemmOutputShape, matmulOutputShape } from '../ops/gemm.js';
 import { concatOutputShape, padOutputShape } from '../ops/layout.js';
 import { globalPoolOutputShape, type Pool2dAttrs, poolOutputShape } from '../ops/pool.js';
 import { InputError, OnnxFormatError, ShapeError, UnsupportedOpError } from '../runtime/errors.js';
-import { formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
+import { as4d, formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
 import { CPU_ONLY_OPS, FOLDABLE_OPS, foldNode, reshapeShape } from './cpu-eval.js';
@@ -20,9 +21,6 @@ interface Value {
   /** Set when the value is known on the CPU (initializer, constant, folded). */
   constant: HostTensor | null;
 }
-
-/** The op graph of an ONNX model for concrete input shapes. */
-export type Analysis = OpGraph;
 
 export interface AnalyzeOptions {
   /** Tensors that must survive as they are: graph outputs and requested taps (no fusion hides them). */
@@ -83,10 +81,6 @@ function checkSpatialRank(n: IrNode, x: number[]): number {
   const rank = x.length - 2;
   if (rank !== 1 && rank !== 2) unsupported(n, `${rank}-D spatial input ${formatShape(x)} (1-D and 2-D are supported)`);
   return rank;
-}
-
-function as4d(x: number[]): number[] {
-  return x.length === 3 ? [x[0], x[1], 1, x[2]] : x;
 }
 
 function from4d(y: number[], rank: number): number[] {
@@ -310,7 +304,7 @@ export const SUPPORTED_OPS: readonly string[] = [...new Set([...Object.keys(LOWE
  * Static shape inference and constant folding for concrete input shapes, then lowering of
  * every remaining node to GPU-level ops.
  */
-export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, options: AnalyzeOptions): Analysis {
+export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, options: AnalyzeOptions): OpGraph {
   const values = new Map<string, Value>();
   const constants = new Map<string, HostTensor>();
   for (const [name, t] of g.initializers) values.set(name, { shape: t.dims, constant: t });

@@ -1,4 +1,3 @@
-import type { Model } from '../model.js';
 import { type Activation, POINTWISE } from '../ops/activation.js';
 import type { GraphOp, OpGraph } from '../ops/graph.js';
 import type { OpKind, OpOf } from '../ops/registry.js';
@@ -6,7 +5,6 @@ import { InputError, UnsupportedOpError } from '../runtime/errors.js';
 import { type HostTensor, toFloat32 } from '../runtime/host-tensor.js';
 import { normalizeAxis, sizeOf } from '../runtime/shape.js';
 import { MAX_OPSET } from './import.js';
-import type { IrValueInfo } from './ir.js';
 import { type AttributeProto, type NodeProto, onnx, type TensorProto, type ValueInfoProto } from './proto.js';
 
 export interface ExportInput {
@@ -583,32 +581,4 @@ export function exportOnnx(graph: OpGraph, options: ExportOptions): Uint8Array {
     },
   });
   return onnx.ModelProto.encode(model).finish();
-}
-
-export interface ExportModelOptions extends Partial<ExportOptions> {
-  /** Shapes to analyze at; default: each input's declared shape with batch 1. */
-  inputShapes?: ReadonlyMap<string, number[]>;
-}
-
-function batchOneShape(file: string, v: IrValueInfo): number[] {
-  const rest = v.dims?.slice(1) ?? null;
-  if (!v.dims || !rest || rest.some((d) => typeof d !== 'number')) {
-    throw new InputError(`${file}: input '${v.name}' has no fixed shape past the batch axis (${v.dims ? `[${v.dims.map((d) => d ?? '?').join(', ')}]` : 'none declared'}); pass inputShapes`);
-  }
-  return v.dims.length === 0 ? [] : [1, ...(rest as number[])];
-}
-
-/**
- * Exports a model as camgpu runs it: analyzed at batch 1 (or `inputShapes`) with its
- * passes applied (BatchNorm folded into convs, activations fused), inputs and outputs as
- * the model declares them, the batch left dynamic.
- */
-export function exportModel(model: Model, options: ExportModelOptions = {}): Uint8Array {
-  const { inputShapes, inputs, outputs, ...rest } = options;
-  const shapes = new Map(inputShapes ?? model.graph.inputs.map((i): [string, number[]] => [i.name, batchOneShape(model.graph.file, i)]));
-  const analysis = model.analyze(shapes, new Set(outputs ?? []));
-  for (const o of outputs ?? []) {
-    if (!analysis.shapes.has(o)) throw new InputError(`${model.graph.file}: no tensor '${o}' to export as an output`);
-  }
-  return exportOnnx(analysis, { ...rest, inputs: inputs ?? analysis.inputs.map((name) => ({ name })), outputs: outputs ?? analysis.outputs });
 }

@@ -30,11 +30,6 @@ function layoutOf(where: string, x: Shape, ...bound: BoundTensor[]): BnLayout {
   return { N, C, HW, vec4 };
 }
 
-/** Shape of the statistics of x: [2, C] (mean row, variance row). */
-export function batchNormStatsShape(where: string, x: Shape): number[] {
-  return [2, layoutOf(where, x).C];
-}
-
 function expect(where: string, what: string, t: BoundTensor, shape: Shape): void {
   if (!shapeEquals(t.shape, shape)) throw new ShapeError(where, `${what} is ${formatShape(t.shape)}, expected ${formatShape(shape)}`);
 }

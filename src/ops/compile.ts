@@ -5,7 +5,7 @@ import type { GpuContext } from '../runtime/device.js';
 import { LimitError } from '../runtime/errors.js';
 import { ExecutionPlan, type PlanSlot } from '../runtime/plan.js';
 import type { Dispatch } from '../runtime/recorder.js';
-import { sizeOf } from '../runtime/shape.js';
+import { as4d, sizeOf } from '../runtime/shape.js';
 import type { GraphOp, OpGraph } from './graph.js';
 import type { WeightStore } from '../runtime/weights.js';
 
@@ -18,9 +18,6 @@ interface Storage {
   buffer?: GPUBuffer;
 }
 
-function as4d(s: readonly number[]): number[] {
-  return s.length === 3 ? [s[0], s[1], 1, s[2]] : [...s];
-}
 
 /** Lowers one op by its kind's definition. */
 function lowerOp(c: LowerContext<OpKind>): Dispatch[] {

@@ -5,8 +5,8 @@ import {
   sgConvKernel, sgMatmulKernel, subgroupColumns, WINOGRAD_PARAMS, WINOGRAD_WEIGHT_PARAMS, winogradInputKernel,
   winogradOutputKernel, winogradWeightKernel,
 } from '../shaders/sg8.js';
-import { activationParams, NO_ACTIVATION } from './activation.js';
-import type { Conv2dAttrs } from './conv.js';
+import { activationParams } from './activation.js';
+import type { Conv2dAttrs } from './conv-attrs.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 export type ConvPath = 'matmul' | 'winograd4' | 'winograd2' | 'direct';
@@ -34,7 +34,7 @@ export function chooseConvPath(x: readonly number[], w: readonly number[], y: re
 }
 
 function epilogue(a: Conv2dAttrs) {
-  return { alpha: 1, beta: 1, ...activationParams(a.activation ?? NO_ACTIVATION) };
+  return { alpha: 1, beta: 1, ...activationParams(a.activation) };
 }
 
 /** The direct kernel with its outputs placed on a strided grid of y (see OutputPlacement). */
@@ -62,7 +62,7 @@ function pointwiseAsMatmul(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: 
   const [n, cin, h, wd] = x.shape;
   const cout = w.shape[0];
   const P = h * wd;
-  const act = a.activation ?? NO_ACTIVATION;
+  const act = a.activation;
   const sgc = subgroupColumns(SG * 4, P);
   return [{
     kernel: sgMatmulKernel({ aligned: true, bLayout: 'kn', activation: act.kind, bias: bias !== null }),
@@ -109,7 +109,7 @@ function direct(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: BoundTensor
   }]);
   const P = oh * ow;
   const sgc = subgroupColumns(SG * SG_CONV_POS, P);
-  const act = a.activation ?? NO_ACTIVATION;
+  const act = a.activation;
   return [{
     kernel: sgConvKernel(act.kind, bias !== null),
     params: SG_CONV_PARAMS.pack({
@@ -151,7 +151,7 @@ function winograd(env: LowerEnv, m: 2 | 4, x: BoundTensor, w: BoundTensor, bias:
   }]);
   const V = env.scratch(A * A * Cpad * Tpad * 4, [A * A * Cpad * Tpad]);
   const Mx = env.scratch(A * A * cout * Tpad * 4, [A * A * cout * Tpad]);
-  const act = a.activation ?? NO_ACTIVATION;
+  const act = a.activation;
   const shape = {
     N: n, H: h, W: wd, OH: oh, OW: ow, pad_h: a.pads[0], pad_w: a.pads[1], TH, TW, T, Tpad, Cpad, ...epilogue(a),
   };

@@ -1,26 +1,10 @@
 import { ShapeError } from '../runtime/errors.js';
-import { formatShape, type Shape } from '../runtime/shape.js';
+import { formatShape, type Shape, sizeOf } from '../runtime/shape.js';
 import { CONV_GEMM_PARAMS, DEFAULT_TILING, gemmKernel, STRIDED_GEMM_PARAMS } from '../shaders/gemm.js';
-import { type Activation, activationParams, NO_ACTIVATION } from './activation.js';
+import { activationParams } from './activation.js';
+import type { Conv2dAttrs } from './conv-attrs.js';
 import { chooseConvPath, lowerConvSg8, winogradScratchBytes } from './conv-sg8.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
-
-/** 2-D convolution attributes with pads resolved (auto_pad applied): [top, left, bottom, right]. */
-export interface Conv2dAttrs {
-  kernel: [number, number];
-  strides: [number, number];
-  pads: [number, number, number, number];
-  dilations: [number, number];
-  groups: number;
-  activation: Activation;
-  /**
-   * Allow Winograd F(4×4), which trades ~1e-5 relative error for a quarter of the
-   * multiplications (default true). `gradients()` turns it off in the forward pass of
-   * every gradient program (option exactRouting): that error can flip a max-pool or ReLU decision near a tie and route a
-   * gradient elsewhere than the exact computation would.
-   */
-  winograd4?: boolean;
-}
 
 export type AutoPad = 'NOTSET' | 'SAME_UPPER' | 'SAME_LOWER' | 'VALID';
 
@@ -61,17 +45,27 @@ export function convFlops(y: Shape, w: Shape): number {
 /**
  * Lowers Conv(X, W[, B]): on sg8 adapters to the path chooseConvPath picks; otherwise to the
  * generic matmul core (1×1 unit-stride unpadded convs as strided GEMM, the rest as implicit GEMM).
+ *
+ * The direct and implicit-GEMM kernels give every (image, group) pair its own workgroup
+ * index along z, and the sg8 1×1 matmul every image. When images × groups exceed the
+ * device's maxComputeWorkgroupsPerDimension (65535 on lavapipe and most adapters), the
+ * batch is split into chunks of images (see lowerConvByImages): the same convolution on
+ * consecutive slices of x and y, bound at byte offsets into them, each chunk on the fastest
+ * path for its size. That throws a ShapeError when groups alone exceed the limit, or when
+ * no chunk that fits keeps both offsets a multiple of minStorageBufferOffsetAlignment.
  */
 export function lowerConv(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: BoundTensor | null, y: BoundTensor, a: Conv2dAttrs): Lowered {
+  const zLimit = env.ctx.limits.maxComputeWorkgroupsPerDimension;
+  if (x.shape[0] * a.groups > zLimit) return lowerConvByImages(env, x, w, bias, y, a, zLimit);
   const [n, c, h, wd] = x.shape;
   const [cout, cinG, kh, kw] = w.shape;
   const [, , oh, ow] = y.shape;
   const g = a.groups;
   const coutG = cout / g;
-  const act = a.activation ?? NO_ACTIVATION;
+  const act = a.activation;
   const tiling = DEFAULT_TILING;
   const flops = convFlops(y.shape, w.shape);
-  if (env.ctx.kernelFamily === 'sg8' && n * g <= 65535) {
+  if (env.ctx.kernelFamily === 'sg8') {
     let path = chooseConvPath(x.shape, w.shape, y.shape, a);
     if ((path === 'winograd4' || path === 'winograd2') && winogradScratchBytes(path === 'winograd4' ? 4 : 2, x.shape, w.shape, y.shape) > env.ctx.limits.maxStorageBufferBindingSize) {
       path = 'direct';
@@ -132,4 +126,60 @@ export function lowerConv(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: B
     label: env.label,
     flops,
   }];
+}
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * lowerConv for a batch whose images × groups exceed `zLimit` workgroups along z: chunks of
+ * images small enough to fit, each a view of x and y at a byte offset that keeps
+ * minStorageBufferOffsetAlignment, lowered like any conv. Weights derived for one chunk
+ * (sg8 packing, Winograd transforms) serve all of them.
+ */
+function lowerConvByImages(env: LowerEnv, x: BoundTensor, w: BoundTensor, bias: BoundTensor | null, y: BoundTensor, a: Conv2dAttrs, zLimit: number): Lowered {
+  const n = x.shape[0];
+  const g = a.groups;
+  if (g > zLimit) {
+    throw new ShapeError(env.label, `Conv with group=${g} needs ${g} workgroups along z for one image, over the device's limit of ${zLimit}`);
+  }
+  const align = env.ctx.limits.minStorageBufferOffsetAlignment;
+  const xImage = sizeOf(x.shape.slice(1)) * 4;
+  const yImage = sizeOf(y.shape.slice(1)) * 4;
+  // Fewest images whose bytes are a multiple of the alignment in both x and y.
+  const sx = align / gcd(xImage, align);
+  const sy = align / gcd(yImage, align);
+  const step = (sx / gcd(sx, sy)) * sy;
+  const fit = Math.floor(zLimit / g);
+  const chunk = Math.floor(fit / step) * step;
+  if (chunk === 0) {
+    throw new ShapeError(env.label, `Conv over ${n} images with group=${g} needs ${n * g} workgroups along z, over the device's limit of ${zLimit}; `
+      + `chunks of at most ${fit} images would fit, but images of ${xImage} (input) and ${yImage} (output) bytes keep the ${align}-byte binding alignment only every ${step} images`);
+  }
+  const derived: { key: string; source: GPUBufferBinding; result: BoundTensor }[] = [];
+  const chunkEnv: LowerEnv = {
+    ctx: env.ctx,
+    label: env.label,
+    scratch: (bytes, shape) => env.scratch(bytes, shape),
+    derive: (key, source, bytes, shape, make) => {
+      const s = source.binding;
+      const hit = derived.find((d) => d.key === key && d.source.buffer === s.buffer && d.source.offset === s.offset && d.source.size === s.size);
+      if (hit) return hit.result;
+      const result = env.derive(key, source, bytes, shape, make);
+      derived.push({ key, source: s, result });
+      return result;
+    },
+  };
+  const out: Lowered = [];
+  for (let i0 = 0; i0 < n; i0 += chunk) {
+    const k = Math.min(chunk, n - i0);
+    const view = (t: BoundTensor, imageBytes: number): BoundTensor => ({
+      shape: [k, ...t.shape.slice(1)],
+      binding: { buffer: t.binding.buffer, offset: (t.binding.offset ?? 0) + i0 * imageBytes, size: k * imageBytes },
+    });
+    out.push(...lowerConv(chunkEnv, view(x, xImage), w, bias, view(y, yImage), a));
+  }
+  return out;
 }

@@ -66,15 +66,15 @@ export function lowerBinary(env: LowerEnv, op: BinaryOpKind, a: BoundTensor, b: 
     throw new ShapeError(env.label, `broadcast of ${formatShape(a.shape)} with ${formatShape(b.shape)} needs rank ${c.dims.length} > ${MAX_BCAST_RANK}`);
   }
   const pad = MAX_BCAST_RANK - c.dims.length;
-  const values: Record<string, number> = { n: sizeOf(out), rank: c.dims.length, a_off: 0, b_off: 0, ...activationParams(act) };
+  const perAxis: Record<`d${number}` | `as${number}` | `bs${number}`, number> = {};
   for (let i = 0; i < MAX_BCAST_RANK; i++) {
-    values[`d${i}`] = i < pad ? 1 : c.dims[i - pad];
-    values[`as${i}`] = i < pad ? 0 : c.sa[i - pad];
-    values[`bs${i}`] = i < pad ? 0 : c.sb[i - pad];
+    perAxis[`d${i}`] = i < pad ? 1 : c.dims[i - pad];
+    perAxis[`as${i}`] = i < pad ? 0 : c.sa[i - pad];
+    perAxis[`bs${i}`] = i < pad ? 0 : c.sb[i - pad];
   }
   return [{
     kernel: binaryKernel(op, act.kind),
-    params: BINARY_PARAMS.pack(values),
+    params: BINARY_PARAMS.pack({ n: sizeOf(out), rank: c.dims.length, a_off: 0, b_off: 0, ...activationParams(act), ...perAxis }),
     buffers: [a.binding, b.binding, y.binding],
     workgroups: grid1d(cdiv(sizeOf(out), EW_WG)),
     label: env.label,

@@ -54,7 +54,7 @@ export function lowerGemm(env: LowerEnv, a: BoundTensor, b: BoundTensor, c: Boun
     biasSm = cm === 1 ? 0 : cn;
     biasSn = cn === 1 ? 0 : 1;
   }
-  const act = attrs.activation ?? NO_ACTIVATION;
+  const act = attrs.activation;
   if (env.ctx.kernelFamily === 'sg8' && !attrs.transA) {
     return lowerSg8Product({
       M, N: nCount, K, batch: 1, bLayout: attrs.transB ? 'nk' : 'kn', a, b, c: y, bias: c,
@@ -160,7 +160,7 @@ export function lowerGemmSplitK(env: LowerEnv, a: BoundTensor, chunks: readonly 
     });
     partials.push(p);
   });
-  const act = attrs.activation ?? NO_ACTIVATION;
+  const act = attrs.activation;
   if (partials.length === 1) {
     launches.push(...lowerUnary(env, partials[0], y, act));
     return launches;

@@ -9,7 +9,8 @@ import {
 } from '../shaders/grad-conv.js';
 import { COMBINE_PARAMS, reduceCombineKernel } from '../shaders/reduce.js';
 import { NO_ACTIVATION } from './activation.js';
-import { type Conv2dAttrs, convOutputShape, lowerConv } from './conv.js';
+import { convOutputShape, lowerConv } from './conv.js';
+import type { Conv2dAttrs } from './conv-attrs.js';
 import { lowerPlacedConvSg8 } from './conv-sg8.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 

@@ -3,7 +3,7 @@ import { grid1d } from '../runtime/kernel.js';
 import { formatShape, normalizeAxis, shapeEquals, sizeOf } from '../runtime/shape.js';
 import { EW_WG, UNARY_PARAMS } from '../shaders/elementwise.js';
 import { activationGradKernel, softmaxGradKernel } from '../shaders/grad-elementwise.js';
-import { SOFTMAX_PARAMS } from '../shaders/layout.js';
+import { SOFTMAX_PARAMS } from '../shaders/softmax.js';
 import { type Activation, activationGradientUnsupported, activationParams } from './activation.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 

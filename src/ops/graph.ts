@@ -1,9 +1,10 @@
 import type { HostTensor } from '../runtime/host-tensor.js';
 import type { Activation } from './activation.js';
-import type { Conv2dAttrs } from './conv.js';
+import type { Conv2dAttrs } from './conv-attrs.js';
 import type { GemmAttrs } from './gemm.js';
 import type { Pool2dAttrs } from './pool.js';
 import type { RandomAttrs } from './random.js';
+import type { ReduceKind } from './reduce.js';
 import type { BilinearOptions } from './resample.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
@@ -73,8 +74,6 @@ export type GraphOp =
    * with params from batchnorm_grad_params; otherwise gamma·invstd·g, inputs [x, stats, gamma, g].
    */
   | { kind: 'batchnorm_grad_input'; node: OpOrigin; inputs: [string, string, string, string] | [string, string, string, string, string]; output: string; eps: number; batchStats: boolean };
-
-export type ReduceKind = 'sum' | 'mean' | 'max' | 'min';
 
 /** Ops whose epilogue can absorb a following activation. */
 export function acceptsActivation(op: GraphOp): boolean {

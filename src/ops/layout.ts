@@ -3,29 +3,11 @@ import { grid1d } from '../runtime/kernel.js';
 import { formatShape, normalizeAxis, type Shape, shapeEquals, sizeOf } from '../runtime/shape.js';
 import { EW_WG, MAX_BCAST_RANK } from '../shaders/elementwise.js';
 import {
-  PAD_GRAD_PARAMS, PAD_PARAMS, type PadMode, padGradKernel, padKernel, SLICE_COPY_PARAMS, SLICE_READ_PARAMS, SOFTMAX_PARAMS,
-  sliceCopyKernel, sliceReadKernel, softmaxKernel,
+  PAD_GRAD_PARAMS, PAD_PARAMS, type PadMode, padGradKernel, padKernel, SLICE_COPY_PARAMS, SLICE_READ_PARAMS, sliceCopyKernel,
+  sliceReadKernel,
 } from '../shaders/layout.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
-/** Softmax over `axis`; `coerce2d` gives the pre-opset-13 rule (flatten [axis, rank) into one axis). */
-export function lowerSoftmax(env: LowerEnv, x: BoundTensor, y: BoundTensor, axis: number, coerce2d: boolean, log = false): Lowered {
-  const rank = x.shape.length;
-  const ax = normalizeAxis(axis, rank);
-  if (ax < 0 || ax >= Math.max(rank, 1)) throw new ShapeError(env.label, `softmax axis ${axis} out of range for ${formatShape(x.shape)}`);
-  const outer = sizeOf(x.shape.slice(0, ax));
-  const axisLen = coerce2d ? sizeOf(x.shape.slice(ax)) : x.shape[ax] ?? 1;
-  const inner = coerce2d ? 1 : sizeOf(x.shape.slice(ax + 1));
-  const rows = outer * inner;
-  return [{
-    kernel: softmaxKernel(log),
-    params: SOFTMAX_PARAMS.pack({ rows, axis_len: axisLen, inner }),
-    buffers: [x.binding, y.binding],
-    workgroups: grid1d(cdiv(rows, 64)),
-    label: env.label,
-    flops: 4 * sizeOf(x.shape),
-  }];
-}
 
 export function concatOutputShape(where: string, inputs: Shape[], axis: number): number[] {
   if (inputs.length === 0) throw new ShapeError(where, 'Concat needs at least one input');
@@ -82,18 +64,18 @@ export function lowerPad(env: LowerEnv, x: BoundTensor, y: BoundTensor, pads: nu
     throw new ShapeError(env.label, `Pad mode ${mode} cannot pad an empty axis of ${formatShape(x.shape)}`);
   }
   const n = sizeOf(y.shape);
-  const values: Record<string, number> = { n, rank: r, value };
+  const perAxis: Record<`od${number}` | `id${number}` | `pb${number}`, number> = {};
   const off = MAX_BCAST_RANK - r;
   for (let i = 0; i < MAX_BCAST_RANK; i++) {
     const j = i - off;
-    values[`od${i}`] = j < 0 ? 1 : y.shape[j];
-    values[`id${i}`] = j < 0 ? 1 : x.shape[j];
-    values[`pb${i}`] = j < 0 ? 0 : pads[j];
+    perAxis[`od${i}`] = j < 0 ? 1 : y.shape[j];
+    perAxis[`id${i}`] = j < 0 ? 1 : x.shape[j];
+    perAxis[`pb${i}`] = j < 0 ? 0 : pads[j];
   }
   if (n === 0) return [];
   return [{
     kernel: padKernel(mode),
-    params: PAD_PARAMS.pack(values),
+    params: PAD_PARAMS.pack({ n, rank: r, value, ...perAxis }),
     buffers: [x.binding, y.binding],
     workgroups: grid1d(cdiv(n, EW_WG)),
     label: env.label,

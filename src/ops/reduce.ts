@@ -162,14 +162,14 @@ function broadcastLaunch(env: LowerEnv, x: BoundTensor, y: BoundTensor, scale: n
     throw new ShapeError(env.label, `broadcast of ${formatShape(x.shape)} to ${formatShape(out)} needs rank ${c.dims.length} > ${MAX_BCAST_RANK}`);
   }
   const pad = MAX_BCAST_RANK - c.dims.length;
-  const values: Record<string, number> = { n, rank: c.dims.length, scale };
+  const perAxis: Record<`d${number}` | `s${number}`, number> = {};
   for (let i = 0; i < MAX_BCAST_RANK; i++) {
-    values[`d${i}`] = i < pad ? 1 : c.dims[i - pad];
-    values[`s${i}`] = i < pad ? 0 : c.sa[i - pad];
+    perAxis[`d${i}`] = i < pad ? 1 : c.dims[i - pad];
+    perAxis[`s${i}`] = i < pad ? 0 : c.sa[i - pad];
   }
   return [{
     kernel: broadcastKernel(),
-    params: BROADCAST_PARAMS.pack(values),
+    params: BROADCAST_PARAMS.pack({ n, rank: c.dims.length, scale, ...perAxis }),
     buffers: [x.binding, y.binding],
     workgroups: grid1d(cdiv(n, EW_WG)),
     label: env.label,
@@ -197,10 +197,10 @@ export function reduceGradFromInput(env: LowerEnv, kind: ReduceKind, x: BoundTen
   const geom = reduceGeometry(env.label, l);
   const arg = env.scratch(l.n * 4, [l.n]);
   const pad = MAX_BCAST_RANK - l.dims.length;
-  const route: Record<string, number> = { n: total, rank: l.dims.length };
+  const perAxis: Record<`d${number}` | `red${number}`, number> = {};
   for (let i = 0; i < MAX_BCAST_RANK; i++) {
-    route[`d${i}`] = i < pad ? 1 : l.dims[i - pad];
-    route[`red${i}`] = i < pad ? 0 : l.red[i - pad] ? 1 : 0;
+    perAxis[`d${i}`] = i < pad ? 1 : l.dims[i - pad];
+    perAxis[`red${i}`] = i < pad ? 0 : l.red[i - pad] ? 1 : 0;
   }
   return [
     {
@@ -213,7 +213,7 @@ export function reduceGradFromInput(env: LowerEnv, kind: ReduceKind, x: BoundTen
     },
     {
       kernel: reduceRouteKernel(),
-      params: REDUCE_ROUTE_PARAMS.pack(route),
+      params: REDUCE_ROUTE_PARAMS.pack({ n: total, rank: l.dims.length, ...perAxis }),
       buffers: [gy.binding, arg.binding, gx.binding],
       workgroups: grid1d(cdiv(total, EW_WG)),
       label: env.label,

@@ -4,8 +4,9 @@ import { formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import { type Activation, NO_ACTIVATION } from './activation.js';
 import type { GemmAttrs } from './gemm.js';
-import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, ReduceKind, Sym, TapeOps } from './graph.js';
+import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, Sym, TapeOps } from './graph.js';
 import type { RandomAttrs } from './random.js';
+import type { ReduceKind } from './reduce.js';
 import { inferShape } from './registry.js';
 import type { BilinearOptions } from './resample.js';
 

@@ -6,12 +6,33 @@
  */
 export type ParamType = 'u32' | 'i32' | 'f32';
 
-export class ParamLayout {
-  readonly fields: readonly (readonly [string, ParamType])[];
+/**
+ * One member of a parameter struct: its name and WGSL type, and optionally a fallback value,
+ * which makes the field optional in `ParamLayout.pack`.
+ */
+export type ParamField = readonly [name: string, type: ParamType] | readonly [name: string, type: ParamType, fallback: number];
+
+/** The names of a layout's fields (`F` is its field list). */
+export type ParamName<F extends readonly ParamField[]> = F[number][0];
+type RequiredName<P> = P extends readonly [infer N extends string, ParamType] ? N : never;
+type OptionalName<P> = P extends readonly [infer N extends string, ParamType, number] ? N : never;
+
+/** The values `pack` takes: every field of the layout by name, those with a fallback optional. */
+export type ParamValues<F extends readonly ParamField[]> =
+  & { readonly [N in RequiredName<F[number]>]: number }
+  & { readonly [N in OptionalName<F[number]>]?: number };
+
+/**
+ * The uniform struct of a kernel. Typed by its field list (inferred from the constructor's
+ * argument), so `pack` takes exactly the declared names: a missing, misspelled or extra
+ * field is a type error, also when it comes in through a spread.
+ */
+export class ParamLayout<const F extends readonly ParamField[] = readonly ParamField[]> {
+  readonly fields: F;
   readonly byteSize: number;
   private readonly index: Map<string, number>;
 
-  constructor(fields: readonly (readonly [string, ParamType])[]) {
+  constructor(fields: F) {
     this.fields = fields;
     this.index = new Map(fields.map(([n], i) => [n, i]));
     this.byteSize = Math.max(16, Math.ceil((fields.length * 4) / 16) * 16);
@@ -21,12 +42,16 @@ export class ParamLayout {
     return `struct Params {\n${this.fields.map(([n, t]) => `  ${n}: ${t},`).join('\n')}\n}\n`;
   }
 
-  /** Packs named values into the struct's bytes; every field must be given. */
-  pack(values: Readonly<Record<string, number>>): Uint32Array {
+  /**
+   * Packs named values into the struct's bytes. Every field must be given unless the layout
+   * declares a fallback for it; names the layout lacks are rejected by the type.
+   */
+  pack<const V extends ParamValues<F>>(values: V & { readonly [N in Exclude<keyof V, ParamName<F>>]: never }): Uint32Array {
     const words = new Uint32Array(this.byteSize / 4);
     const view = new DataView(words.buffer);
-    for (const [name, type] of this.fields) {
-      const v = values[name];
+    const given = values as Readonly<Record<string, number | undefined>>;
+    for (const [name, type, fallback] of this.fields) {
+      const v = given[name] ?? fallback;
       if (v === undefined || Number.isNaN(v)) throw new Error(`kernel parameter '${name}' missing`);
       const off = this.index.get(name)! * 4;
       if (type === 'f32') view.setFloat32(off, v, true);

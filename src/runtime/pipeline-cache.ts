@@ -85,10 +85,6 @@ export class PipelineCache {
     this.compileMs += performance.now() - t0;
   }
 
-  has(key: string): boolean {
-    return this.compiled.has(key);
-  }
-
   getStats(): PipelineStats {
     return { pipelines: this.compiled.size, compileMs: this.compileMs };
   }

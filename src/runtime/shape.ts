@@ -43,3 +43,11 @@ export function broadcastShapes(a: Shape, b: Shape): number[] | null {
 export function normalizeAxis(axis: number, rank: number): number {
   return axis < 0 ? axis + rank : axis;
 }
+
+/**
+ * A 1-D spatial shape [N, C, W] viewed as the 2-D one [N, C, 1, W] (convolutions and pools
+ * run 1-D inputs as 2-D with H = 1); any other shape is returned as a copy, unchanged.
+ */
+export function as4d(shape: Shape): number[] {
+  return shape.length === 3 ? [shape[0], shape[1], 1, shape[2]] : [...shape];
+}

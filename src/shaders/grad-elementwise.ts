@@ -1,7 +1,7 @@
 import { type ActivationKind, POINTWISE, type WgslReal } from './pointwise.js';
 import { type KernelDef, LINEAR_GROUP_WGSL, elementwiseMain } from '../runtime/kernel.js';
 import { EW_WG, UNARY_PARAMS } from './elementwise.js';
-import { SOFTMAX_PARAMS } from './layout.js';
+import { SOFTMAX_PARAMS } from './softmax.js';
 
 /**
  * gx = gy · f'(x) from the row's derivative in POINTWISE: v is the activation's input x or

@@ -1,6 +1,6 @@
 import { type Activation, NO_ACTIVATION } from '../ops/activation.js';
 import { BN_EPS } from '../ops/batchnorm.js';
-import type { Conv2dAttrs } from '../ops/conv.js';
+import type { Conv2dAttrs } from '../ops/conv-attrs.js';
 import { acceptsActivation, type OpOrigin, withActivation } from '../ops/graph.js';
 import type { Pool2dAttrs } from '../ops/pool.js';
 import type { Sym, Tape } from '../ops/tape.js';
