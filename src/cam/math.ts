@@ -9,8 +9,8 @@ import { hostTensor } from '../runtime/host-tensor.js';
  * activations and gradients [N, K, h, w].
  */
 
-/** SPEC §0's u(M): (M − min M)/(max M − min M + eps) per map (over every axis but the first). */
-export const NORMALIZE_EPS = 1e-8;
+/** SPEC §0 u(M) per map, with PGC scale_cam_image epsilon 1e-7 (SPEC writes 1e-8) so maps match PGC. */
+export const NORMALIZE_EPS = 1e-7;
 
 export function act(t: Tape, x: Sym, kind: Activation): Sym {
   return t.activation(x, kind);
