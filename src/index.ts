@@ -6,7 +6,12 @@ export { GpuContext, setDefaultGpuProvider, type GpuProvider, type AdapterDescri
 export { Tensor, readTensors } from './runtime/tensor.js';
 export { Recorder, type OpTiming } from './runtime/recorder.js';
 export * from './runtime/errors.js';
-export { Model, type RunOptions, type RunResult, type TapResult } from './model.js';
+export { Model, type RunOptions, type RunResult, type TapResult, type GradOptions, type GradResult, type GradTarget, type TapeOptions, type TapeTarget, type ModelTape } from './model.js';
+export {
+  ProgramRunner, type BatchAxis, type ProgramFeed, type ProgramResultSpec, type ProgramGraph, type ProgramBuilder, type ProgramSpec,
+  type RunRequest, type RecordedRun, type ProgramRun, type CompiledProgram, type RunnerOptions,
+} from './ops/program.js';
+export type { Tape, Sym } from './ops/tape.js';
 export { importOnnx, MIN_OPSET, MAX_OPSET } from './onnx/import.js';
 export { exportOnnx, type ExportOptions, type ExportInput } from './onnx/export.js';
 export { exportModel, type ExportModelOptions } from './export-model.js';

@@ -3,15 +3,14 @@ import { importOnnx, type ImportOptions } from './onnx/import.js';
 import type { IrGraph } from './onnx/ir.js';
 import { autoTargetLayer, type ResolvedTap, resolveTap } from './onnx/resolve.js';
 import { gradients } from './ops/autodiff.js';
-import { compilePlan, largestActivationBytes } from './ops/compile.js';
 import type { OpGraph } from './ops/graph.js';
 import { optimize } from './ops/passes.js';
-import { Tape } from './ops/tape.js';
+import { type BatchAxis, type ProgramFeed, type ProgramGraph, type ProgramResultSpec, type ProgramRun, ProgramRunner, type ProgramSpec, type RunRequest } from './ops/program.js';
+import { type Sym, Tape } from './ops/tape.js';
 import type { GpuContext } from './runtime/device.js';
-import { InputError, LimitError, ShapeError } from './runtime/errors.js';
+import { InputError, ShapeError } from './runtime/errors.js';
 import type { HostTensor } from './runtime/host-tensor.js';
-import type { ExecutionPlan } from './runtime/plan.js';
-import { type OpTiming, Recorder } from './runtime/recorder.js';
+import type { OpTiming } from './runtime/recorder.js';
 import { formatShape } from './runtime/shape.js';
 import { Tensor } from './runtime/tensor.js';
 import { WeightStore } from './runtime/weights.js';
@@ -66,38 +65,83 @@ export interface GradResult extends RunResult {
   gradients: Map<string, TapResult>;
 }
 
-/** A compiled program: its plan, its graph, the tensors it returns. */
-interface Program {
-  plan: ExecutionPlan;
-  graph: OpGraph;
+/** What a model tape differentiates (GradTarget's host-side forms become a fed weight tensor). */
+export interface TapeTarget {
+  of?: 'logit' | 'softmax';
+  /** 'argmax': one-hot at each image's top logit, computed on the GPU; 'feed': weights [N, C] fed as `targetInput`. */
+  weights?: 'argmax' | 'feed';
 }
 
-/** Builds the graph of a program for a chunk of `nb` images; `keep` are the tensors it returns. */
-type ProgramBuilder = (nb: number) => { graph: OpGraph; keep: Set<string> };
+export interface TapeOptions {
+  /** One image's shape (the input shape without its batch); default the declared input shape. */
+  image?: readonly number[];
+  /** Layers whose activations to expose (and keep from fusion): tensor names, node names, torch module paths, or 'auto'. */
+  taps?: readonly string[];
+  /** Where the target's gradients are wanted: 'input' and/or layer names. None: no backward ops are recorded. */
+  wrt?: readonly string[];
+  /** The objective whose gradients `wrt` asks for: y = Σ w ⊙ f(logits). Default { of: 'logit', weights: 'argmax' }. */
+  target?: TapeTarget;
+}
+
+/**
+ * A model's forward pass (and, with `wrt`, the backward pass of a target) recorded on a tape
+ * for a chunk of `batch` images, for callers to append their own ops to and run with
+ * Model.runProgram. Names are the ones requested.
+ */
+export interface ModelTape {
+  tape: Tape;
+  batch: number;
+  input: Sym;
+  /** The first graph output. */
+  logits: Sym;
+  /** Every graph output by its ONNX name. */
+  outputs: Map<string, Sym>;
+  /** f(logits), the tensor the seed w weights: y = Σ w ⊙ f(logits) (present when a target or `wrt` was given). */
+  score: Sym | null;
+  /** The seed w of the score ([N, C]). */
+  seed: Sym | null;
+  /** The feed that takes the target weights ([N, C], batched) when target.weights is 'feed'. */
+  targetInput: string | null;
+  taps: Map<string, Sym>;
+  /** ∂y/∂(layer) per requested `wrt` name (absent when y does not depend on it). */
+  gradients: Map<string, Sym>;
+  resolved: { taps: Map<string, ResolvedTap>; wrt: Map<string, ResolvedTap> };
+}
 
 const PLAN_CACHE_SIZE = 4;
 const TARGET_INPUT = 'camgpu:target-weights';
+const INPUT_TAP = (name: string): ResolvedTap => ({ requested: 'input', tensor: name, how: 'tensor' });
 
 /**
  * An ONNX model ready to run on one device: its graph, its constants on the GPU, and
- * compiled programs (forward, or forward and backward) per (batch, taps, …). A pass
- * encodes into one command encoder and reads nothing back; results are GPU tensors that
- * the caller reads and disposes.
+ * compiled programs (forward, or forward and backward, or a caller's tape program) per
+ * (batch, taps, …), run by a ProgramRunner. A pass encodes into one command encoder and
+ * reads nothing back; results are GPU tensors that the caller reads and disposes.
  */
 export class Model {
+  /** The feed a tape's target weights go in ([N, C], batched) when TapeTarget.weights is 'feed'. */
+  static readonly targetInput = TARGET_INPUT;
   readonly ctx: GpuContext;
   readonly graph: IrGraph;
   readonly weights: WeightStore;
-  private readonly programs = new Map<string, Promise<Program>>();
-  /** Images per pass by program and batch (the analysis behind it runs once). */
-  private readonly chunks = new Map<string, number>();
-  /** Output shape at batch 1 by input shape: analysis folds BatchNorm into every conv, far too slow per call. */
+  /** Compiles, caches and runs this model's programs (constants of its analyses are shared through `weights`). */
+  readonly runner: ProgramRunner;
+  /**
+   * The graph output's shape for ONE image ([1, …]), by image shape (the input shape without
+   * its batch). Model.grad reads the class count from it on every call, and an analysis
+   * (which folds BatchNorm into every conv) is far too slow to repeat per call.
+   */
   private readonly outputShapes = new Map<string, number[]>();
+  /** Names of the constants the model's analyses produce: they identify their content, so programs share them. */
+  private readonly constantNames = new Set<string>();
+  /** 'auto' target layers by image shape (resolving one runs an analysis). */
+  private readonly autoTaps = new Map<string, ResolvedTap>();
 
   constructor(ctx: GpuContext, graph: IrGraph) {
     this.ctx = ctx;
     this.graph = graph;
     this.weights = new WeightStore(ctx);
+    this.runner = new ProgramRunner(ctx, this.weights, { cacheSize: PLAN_CACHE_SIZE, label: graph.file });
   }
 
   static fromBytes(ctx: GpuContext, bytes: Uint8Array, options: ImportOptions = {}): Model {
@@ -132,7 +176,14 @@ export class Model {
   /** Static analysis (shapes, folding, fusion) for the given input shapes. */
   analyze(shapes: ReadonlyMap<string, number[]>, keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): OpGraph {
     const a = analyze(this.graph, shapes, { keep, inputValues });
-    return optimize(a, new Set([...keep, ...a.outputs]));
+    const g = optimize(a, new Set([...keep, ...a.outputs]));
+    if (!inputValues) for (const c of g.constants.keys()) this.constantNames.add(c);
+    return g;
+  }
+
+  /** Whether a constant name is one of this model's (shared by every program of the model). */
+  isModelConstant(name: string): boolean {
+    return this.constantNames.has(name);
   }
 
   /** Resolves layer names against this graph ('auto' needs shapes, so it uses those of `shapes`). */
@@ -151,83 +202,6 @@ export class Model {
       throw new InputError(`${this.graph.file}: input '${this.inputName}' has no fixed shape; pass an input tensor`);
     }
     return [batch, ...(dims.slice(1) as number[])];
-  }
-
-  private program(key: string, nb: number, build: ProgramBuilder): Promise<Program> {
-    const k = `${key}|${nb}`;
-    let p = this.programs.get(k);
-    if (p) {
-      this.programs.delete(k);
-      this.programs.set(k, p); // most recently used last
-      return p;
-    }
-    p = (async () => {
-      const { graph, keep } = build(nb);
-      return { plan: await compilePlan(this.ctx, graph, this.weights, keep), graph };
-    })();
-    this.programs.set(k, p);
-    p.catch(() => this.programs.delete(k));
-    while (this.programs.size > PLAN_CACHE_SIZE) {
-      const [oldKey, old] = this.programs.entries().next().value as [string, Promise<Program>];
-      this.programs.delete(oldKey);
-      old.then((c) => c.plan.dispose(), () => undefined);
-    }
-    return p;
-  }
-
-  /**
-   * Images per pass such that no tensor exceeds the activation binding limit: the whole
-   * batch when it fits (graphs with fixed shapes have no valid analysis at batch 1).
-   */
-  private chunkSize(key: string, batch: number, build: ProgramBuilder): number {
-    const k = `${key}|${batch}`;
-    const known = this.chunks.get(k);
-    if (known !== undefined) return known;
-    const limit = this.ctx.activationBindingLimit;
-    let chunk = batch;
-    if (largestActivationBytes(build(batch).graph) > limit) {
-      const perImage = largestActivationBytes(build(1).graph);
-      if (perImage > limit) throw new LimitError(`${this.graph.file}: one image needs a ${perImage}-byte tensor, over the activation binding limit ${limit}`);
-      chunk = Math.max(1, Math.min(batch, Math.floor(limit / perImage)));
-    }
-    this.chunks.set(k, chunk);
-    return chunk;
-  }
-
-  /**
-   * Runs a program over a batch, split into passes of `chunk` images recorded into one
-   * command encoder: each pass copies its slice of every batch-major feed in, runs, and
-   * copies its slice of every kept tensor out into batch-sized result tensors.
-   */
-  private async execute(key: string, build: ProgramBuilder, feeds: ReadonlyMap<string, Tensor>, batch: number, profile?: boolean): Promise<{ results: Map<string, Tensor>; timings: Promise<OpTiming[]> | null; chunk: number; flops: number }> {
-    const chunk = this.chunkSize(key, batch, build);
-    const rec = new Recorder(this.ctx, { profile, label: key.split('|')[0] });
-    const results = new Map<string, Tensor>();
-    let flops = 0;
-    try {
-      for (let b0 = 0; b0 < batch; b0 += chunk) {
-        const nb = Math.min(chunk, batch - b0);
-        const { plan } = await this.program(key, nb, build);
-        for (const [name, slot] of plan.inputs) {
-          const t = feeds.get(name);
-          if (!t) throw new InputError(`${this.graph.file}: no value given for input '${name}'`);
-          const per = slot.bytes / nb;
-          rec.copy(t.buffer, t.byteOffset + b0 * per, slot.buffer, 0, slot.bytes);
-        }
-        plan.encode(rec);
-        for (const [name, slot] of plan.results) {
-          const batched = slot.shape.length > 0 && slot.shape[0] === nb;
-          if (!results.has(name)) results.set(name, Tensor.empty(this.ctx, batched ? [batch, ...slot.shape.slice(1)] : slot.shape, name));
-          if (!batched && b0 > 0) continue;
-          rec.copy(slot.buffer, 0, results.get(name)!.buffer, batched ? b0 * (slot.bytes / nb) : 0, slot.bytes);
-        }
-        flops += plan.flops;
-      }
-    } catch (e) {
-      for (const t of results.values()) t.dispose();
-      throw e;
-    }
-    return { results, timings: rec.submit(), chunk, flops };
   }
 
   private outputShape(rest: readonly number[]): number[] {
@@ -249,6 +223,85 @@ export class Model {
     return batch;
   }
 
+  /** Layer names (or 'input') resolved for images of shape `rest`; 'auto' resolved once per image shape. */
+  private resolveLayers(names: readonly string[], rest: readonly number[]): ResolvedTap[] {
+    return names.map((n) => {
+      if (n === 'input') return INPUT_TAP(this.inputName);
+      if (n !== 'auto') return this.resolveTaps([n])[0];
+      const k = rest.join(',');
+      let t = this.autoTaps.get(k);
+      if (!t) this.autoTaps.set(k, (t = this.resolveTaps(['auto'], new Map([[this.inputName, [1, ...rest]]]))[0]));
+      return t;
+    });
+  }
+
+  /**
+   * The model's forward pass for a chunk of `batch` images on a new tape, with the requested
+   * layers kept (no fusion hides them) and exposed; with `wrt`, also the backward pass of
+   * the target y = Σ w ⊙ f(logits) (gradients() routes it exactly: no Winograd F(4×4) in the
+   * forward convs). Append ops to `tape` and run the result with runProgram.
+   */
+  tape(batch: number, options: TapeOptions = {}): ModelTape {
+    const rest = options.image ?? this.defaultInputShape(1).slice(1);
+    const taps = this.resolveLayers(options.taps ?? [], rest);
+    const wrt = this.resolveLayers(options.wrt ?? [], rest);
+    const target = options.target ?? (wrt.length > 0 ? {} : undefined);
+    return this.buildTape(batch, rest, taps, wrt, target);
+  }
+
+  private buildTape(nb: number, rest: readonly number[], taps: readonly ResolvedTap[], wrt: readonly ResolvedTap[], target: TapeTarget | undefined): ModelTape {
+    const name = this.inputName;
+    const keep = new Set([...taps, ...wrt].map((t) => t.tensor));
+    const fwd = this.analyze(new Map([[name, [nb, ...rest]]]), keep);
+    const tape = new Tape();
+    const input = tape.input(name, [nb, ...rest]);
+    const syms = tape.include(fwd, new Map([[name, input]]), '');
+    const outputs = new Map(this.graph.outputs.map((o) => [o.name, syms.get(this.resolvedName(o.name))!]));
+    const logits = syms.get(fwd.outputs[0])!;
+    const sym = (t: ResolvedTap) => {
+      const s = syms.get(t.tensor);
+      if (!s) throw new InputError(`${this.graph.file}: layer '${t.requested}' (tensor '${t.tensor}') is not computed by the analyzed graph`);
+      return s;
+    };
+    const result: ModelTape = {
+      tape, batch: nb, input, logits, outputs, score: null, seed: null, targetInput: null,
+      taps: new Map(taps.map((t) => [t.requested, sym(t)])),
+      gradients: new Map(),
+      resolved: { taps: new Map(taps.map((t) => [t.requested, t])), wrt: new Map(wrt.map((t) => [t.requested, t])) },
+    };
+    if (!target) return result;
+    if (logits.shape.length !== 2) throw new ShapeError(`${this.graph.file}: a gradient target`, `needs logits [N, C], got ${formatShape(logits.shape)}`);
+    const score = target.of === 'softmax' ? tape.softmax(logits, -1) : logits;
+    const feed = target.weights === 'feed';
+    const seed = feed ? tape.input(TARGET_INPUT, logits.shape) : tape.onehotArgmax(logits);
+    Object.assign(result, { score, seed, targetInput: feed ? TARGET_INPUT : null });
+    if (wrt.length === 0) return result;
+    const grads = gradients(tape, new Map([[score.name, seed]]), wrt.map((t) => sym(t).name));
+    for (const t of wrt) {
+      const g = grads.get(sym(t).name);
+      if (g) result.gradients.set(t.requested, g);
+    }
+    return result;
+  }
+
+  /**
+   * Runs a caller's program (typically a model tape with ops appended) over a batch through
+   * the model's runner: split into chunks by the binding limits, one submit. The model's
+   * constants are shared with its other programs; the tape's own constants are private to
+   * the program. `key` must identify everything `build` depends on.
+   */
+  runProgram(req: RunRequest): Promise<ProgramRun> {
+    return this.runner.run({
+      ...req,
+      key: `program|${req.key}`,
+      build: (nb) => {
+        const b = req.build(nb);
+        const built: ProgramGraph = 'graph' in b ? b : { graph: b };
+        return { ...built, shared: built.shared ?? ((n: string) => this.constantNames.has(n)) };
+      },
+    });
+  }
+
   /**
    * Runs the model on a batch. Taps cost no extra pass: they are kept alive in the same
    * pass and copied out with the outputs.
@@ -262,19 +315,27 @@ export class Model {
     const rest = x.shape.slice(1);
     const taps = this.resolveTaps(options.taps ?? [], new Map([[name, [1, ...rest]]]));
     const keep = new Set(taps.map((t) => t.tensor));
-    const key = `forward|${name}:${rest}|${[...keep].sort().join(',')}`;
-    const build: ProgramBuilder = (nb) => {
-      const graph = this.analyze(new Map([[name, [nb, ...rest]]]), keep);
-      return { graph, keep: new Set([...keep, ...graph.outputs]) };
+    const names = new Map<string, string>([
+      ...this.graph.outputs.map((o): [string, string] => [`output:${o.name}`, this.resolvedName(o.name)]),
+      ...taps.map((t): [string, string] => [`tap:${t.requested}`, t.tensor]),
+    ]);
+    const spec: ProgramSpec = {
+      key: `forward|${name}:${rest}|${[...keep].sort().join(',')}`,
+      build: (nb) => ({ graph: this.analyze(new Map([[name, [nb, ...rest]]]), keep), names, shared: true }),
     };
-    const r = await this.execute(key, build, feeds, batch, options.profile);
-    return this.package(r.results, taps, r.timings, r.chunk, r.flops);
+    // In one pass every result is the whole batch's as it stands. Split, the outputs and taps
+    // are per image along axis 0 (a model maps a batch of images to a batch of results); the
+    // runner checks that every pass agrees and fails instead of guessing.
+    const axis: BatchAxis = this.runner.chunkSize(spec, batch) < batch ? 0 : null;
+    const r = await this.runner.run({ ...spec, batch, feeds: new Map([[name, { tensor: x, batchAxis: 0 as BatchAxis }]]), results: new Map([...names.keys()].map((k) => [k, { batchAxis: axis }])), profile: options.profile });
+    return this.package(r, taps);
   }
 
   /**
    * One pass with every feed as given (several graph inputs, scalar or empty inputs, or
    * inputs whose values shape the graph). Plans built from bound values are not cached:
-   * constants folded from them change between calls under the same names.
+   * constants folded from them change between calls under the same names, so they are private
+   * to their program.
    */
   private async runOnce(feeds: Map<string, Tensor>, options: RunOptions): Promise<RunResult> {
     const shapes = new Map<string, number[]>();
@@ -285,34 +346,23 @@ export class Model {
     }
     const taps = this.resolveTaps(options.taps ?? [], shapes);
     const keep = new Set(taps.map((t) => t.tensor));
-    const graph = this.analyze(shapes, keep, options.inputValues);
-    const weights = options.inputValues ? new WeightStore(this.ctx) : this.weights;
-    const plan = await compilePlan(this.ctx, graph, weights, new Set([...keep, ...graph.outputs]));
-    const rec = new Recorder(this.ctx, { profile: options.profile, label: 'forward' });
-    const results = new Map<string, Tensor>();
-    try {
-      for (const [n, slot] of plan.inputs) {
-        const t = feeds.get(n);
-        if (!t) throw new InputError(`${this.graph.file}: missing value for graph input '${n}'`);
-        rec.copy(t.buffer, t.byteOffset, slot.buffer, 0, slot.bytes);
-      }
-      plan.encode(rec);
-      for (const [r, slot] of plan.results) {
-        const t = Tensor.empty(this.ctx, slot.shape, r);
-        rec.copy(slot.buffer, 0, t.buffer, 0, slot.bytes);
-        results.set(r, t);
-      }
-    } catch (e) {
-      for (const t of results.values()) t.dispose();
-      plan.dispose();
-      if (weights !== this.weights) weights.dispose();
-      throw e;
-    }
-    const timings = rec.submit();
-    // Safe right after submit: later writes to these buffers are queue-ordered after this pass.
-    plan.dispose();
-    if (weights !== this.weights) weights.dispose();
-    return this.package(results, taps, timings, shapes.values().next().value?.[0] ?? 1, plan.flops);
+    const names = new Map<string, string>([
+      ...this.graph.outputs.map((o): [string, string] => [`output:${o.name}`, this.resolvedName(o.name)]),
+      ...taps.map((t): [string, string] => [`tap:${t.requested}`, t.tensor]),
+    ]);
+    const values = options.inputValues;
+    const r = await this.runner.run({
+      key: `once|${[...shapes].map(([n, s]) => `${n}:${formatShape(s)}`).join(';')}|${[...keep].sort().join(',')}`,
+      build: () => ({ graph: this.analyze(shapes, keep, values), names, shared: !values }),
+      cache: !values,
+      split: false,
+      batch: 1,
+      feeds: new Map([...feeds].map(([n, t]) => [n, { tensor: t, batchAxis: null }])),
+      results: new Map([...names.keys()].map((k) => [k, { batchAxis: null }])),
+      profile: options.profile,
+      label: 'forward',
+    });
+    return this.package({ ...r, chunk: shapes.values().next().value?.[0] ?? 1 }, taps);
   }
 
   /**
@@ -324,20 +374,18 @@ export class Model {
     const name = this.inputName;
     const batch = this.checkBatchInput(x, name);
     const rest = x.shape.slice(1);
-    const shapes1 = new Map([[name, [1, ...rest]]]);
-    const taps = this.resolveTaps(options.taps ?? [], shapes1);
-    const wrtNames = options.wrt ?? ['input'];
-    const wrt = wrtNames.map((n): ResolvedTap => (n === 'input' ? { requested: 'input', tensor: name, how: 'tensor' } : this.resolveTaps([n], shapes1)[0]));
+    const taps = this.resolveLayers(options.taps ?? [], rest);
+    const wrt = this.resolveLayers(options.wrt ?? ['input'], rest);
     const target = options.target ?? {};
     const of = target.of ?? 'logit';
     const numClasses = this.outputShape(rest).at(-1)!;
-    const feeds = new Map([[name, x]]);
+    const feeds = new Map<string, ProgramFeed>([[name, { tensor: x, batchAxis: 0 }]]);
     let weights: Tensor | null = null;
     if (target.weights) {
       if (formatShape(target.weights.shape) !== formatShape([batch, numClasses])) {
         throw new ShapeError('grad target weights', `expects [${batch}, ${numClasses}], got ${formatShape(target.weights.shape)}`);
       }
-      feeds.set(TARGET_INPUT, target.weights);
+      feeds.set(TARGET_INPUT, { tensor: target.weights, batchAxis: 0 });
     } else if (target.classes !== undefined && target.classes !== 'argmax') {
       const classes = typeof target.classes === 'number' ? new Array<number>(batch).fill(target.classes) : [...target.classes];
       if (classes.length !== batch) throw new InputError(`grad: ${classes.length} target classes for a batch of ${batch}; give one per image (batches are never truncated)`);
@@ -347,36 +395,32 @@ export class Model {
         data[i * numClasses + c] = 1;
       });
       weights = Tensor.fromData(this.ctx, data, [batch, numClasses], 'target');
-      feeds.set(TARGET_INPUT, weights);
+      feeds.set(TARGET_INPUT, { tensor: weights, batchAxis: 0 });
     }
     const argmax = !feeds.has(TARGET_INPUT);
-    const keepFwd = new Set([...taps, ...wrt].map((t) => t.tensor));
-    const key = `grad|${name}:${rest}|${of}|${argmax ? 'argmax' : 'weights'}|${[...keepFwd].sort().join(',')}|${wrt.map((w) => w.tensor).join(',')}`;
-    const gradName = (t: string) => `camgpu:grad:${t}`;
-    const build: ProgramBuilder = (nb) => {
-      const fwd = this.analyze(new Map([[name, [nb, ...rest]]]), keepFwd);
-      const tape = new Tape();
-      const input = tape.input(name, [nb, ...rest]);
-      const syms = tape.include(fwd, new Map([[name, input]]), '');
-      const logits = syms.get(fwd.outputs[0])!;
-      const scored = of === 'softmax' ? tape.softmax(logits, -1) : logits;
-      const w = argmax ? tape.onehotArgmax(logits) : tape.input(TARGET_INPUT, [nb, numClasses]);
-      const grads = gradients(tape, new Map([[scored.name, w]]), wrt.map((t) => t.tensor));
-      const keep = new Set([...keepFwd, ...fwd.outputs]);
-      for (const [t, g] of grads) {
-        // A stable name per gradient, so every chunk's result lands in the same tensor.
-        tape.record({ kind: 'alias', inputs: [g.name] }, g.shape, { name: gradName(t), opType: 'Identity' }, gradName(t));
-        keep.add(gradName(t));
-      }
-      tape.graph.outputs.push(...fwd.outputs);
-      return { graph: tape.graph, keep };
+    const keepFwd = [...taps, ...wrt].map((t) => t.tensor);
+    const key = `grad|${name}:${rest}|${of}|${argmax ? 'argmax' : 'weights'}|${[...new Set(keepFwd)].sort().join(',')}|${wrt.map((w) => w.tensor).join(',')}`;
+    const tapeTarget: TapeTarget = { of, weights: argmax ? 'argmax' : 'feed' };
+    // Every result is per image: the tape's logits are [N, C] and its layers N-major.
+    const results = new Map<string, ProgramResultSpec>([
+      ...this.graph.outputs.map((o): [string, ProgramResultSpec] => [`output:${o.name}`, { batchAxis: 0 }]),
+      ...taps.map((t): [string, ProgramResultSpec] => [`tap:${t.requested}`, { batchAxis: 0 }]),
+      ...wrt.map((t): [string, ProgramResultSpec] => [`grad:${t.requested}`, { batchAxis: 0, optional: true }]),
+    ]);
+    const build = (nb: number): ProgramGraph => {
+      const t = this.buildTape(nb, rest, taps, wrt, tapeTarget);
+      const names = new Map<string, string>();
+      for (const [o, s] of t.outputs) names.set(`output:${o}`, s.name);
+      for (const [req, s] of t.taps) names.set(`tap:${req}`, s.name);
+      for (const [req, s] of t.gradients) names.set(`grad:${req}`, s.name);
+      return { graph: t.tape.graph, names, shared: (n) => this.constantNames.has(n) };
     };
     try {
-      const r = await this.execute(key, build, feeds, batch, options.profile);
-      const result = this.package(r.results, taps, r.timings, r.chunk, r.flops) as GradResult;
+      const r = await this.runner.run({ key, build, batch, feeds, results, profile: options.profile });
+      const result = this.package(r, taps) as GradResult;
       result.gradients = new Map();
       for (const w of wrt) {
-        const g = r.results.get(gradName(w.tensor));
+        const g = r.results.get(`grad:${w.requested}`);
         if (g) result.gradients.set(w.requested, { ...w, value: g });
       }
       return result;
@@ -385,22 +429,13 @@ export class Model {
     }
   }
 
-  private package(results: Map<string, Tensor>, taps: ResolvedTap[], timings: Promise<OpTiming[]> | null, chunk: number, flops: number): RunResult {
+  /** Outputs and taps of a run, by ONNX output name and requested tap name; each tensor is the caller's. */
+  private package(r: ProgramRun, taps: readonly ResolvedTap[]): RunResult {
     const outputs = new Map<string, Tensor>();
-    for (const o of this.graph.outputs) outputs.set(o.name, results.get(this.resolvedName(o.name))!);
-    const owned = new Set<Tensor>(outputs.values());
+    for (const o of this.graph.outputs) outputs.set(o.name, r.results.get(`output:${o.name}`)!);
     const tapMap = new Map<string, TapResult>();
-    for (const t of taps) {
-      let v = results.get(t.tensor)!;
-      // The same tensor requested twice (or a tap that is also an output): each owner gets its own.
-      if (owned.has(v)) v = cloneTensor(v);
-      owned.add(v);
-      tapMap.set(t.requested, { ...t, value: v });
-    }
-    for (const [name, t] of results) {
-      if (!owned.has(t) && !name.startsWith('camgpu:grad:')) t.dispose();
-    }
-    return { outputs, taps: tapMap, timings, chunk, flops };
+    for (const t of taps) tapMap.set(t.requested, { ...t, value: r.results.get(`tap:${t.requested}`)! });
+    return { outputs, taps: tapMap, timings: r.timings, chunk: r.chunk, flops: r.flops };
   }
 
   private resolvedName(name: string): string {
@@ -411,24 +446,7 @@ export class Model {
 
   /** Releases every program (their buffers return to the pool) and the model's constants. */
   async dispose(): Promise<void> {
-    const programs = [...this.programs.values()];
-    this.programs.clear();
-    for (const p of programs) {
-      try {
-        (await p).plan.dispose();
-      } catch {
-        // a program that failed to build holds nothing
-      }
-    }
+    await this.runner.dispose();
     this.weights.dispose();
   }
 }
-
-function cloneTensor(t: Tensor): Tensor {
-  const c = Tensor.empty(t.ctx, t.shape);
-  const enc = t.ctx.device.createCommandEncoder();
-  enc.copyBufferToBuffer(t.buffer, t.byteOffset, c.buffer, 0, t.byteLength);
-  t.ctx.device.queue.submit([enc.finish()]);
-  return c;
-}
-

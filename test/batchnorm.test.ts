@@ -2,11 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { type Activation, NO_ACTIVATION } from '../src/ops/activation.js';
 import { gradients } from '../src/ops/autodiff.js';
 import { BN_EPS, runningStatsUpdate } from '../src/ops/batchnorm.js';
-import { compilePlan } from '../src/ops/compile.js';
+import { ProgramRunner } from '../src/ops/program.js';
 import { type Sym, Tape } from '../src/ops/tape.js';
 import type { GpuContext } from '../src/runtime/device.js';
 import { Recorder } from '../src/runtime/recorder.js';
-import { readTensors, Tensor, writeFloats } from '../src/runtime/tensor.js';
+import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { WeightStore } from '../src/runtime/weights.js';
 import { gpu } from './helpers/gpu.js';
 import { randomArray, relError, rng } from './helpers/random.js';
@@ -27,18 +27,25 @@ interface Feed {
   data: Float32Array;
 }
 
-/** Compiles the tape into one plan, feeds its inputs, runs it once and reads `read` back. */
+/** Runs the tape once through a program runner (one pass, nothing batched) and reads `read` back. */
 async function runTape(ctx: GpuContext, tape: Tape, feeds: Feed[], read: Sym[]): Promise<Float32Array[]> {
   const weights = new WeightStore(ctx);
-  const plan = await compilePlan(ctx, tape.graph, weights, new Set(read.map((s) => s.name)));
-  for (const f of feeds) writeFloats(ctx.device.queue, plan.inputs.get(f.sym.name)!.buffer, 0, f.data);
-  const rec = new Recorder(ctx);
-  plan.encode(rec);
-  rec.submit();
-  const out = await readTensors(ctx, read.map((s) => new Tensor(ctx, plan.results.get(s.name)!.shape, plan.results.get(s.name)!.buffer)));
-  plan.dispose();
-  weights.dispose();
-  return out;
+  const runner = new ProgramRunner(ctx, weights);
+  const inputs = feeds.map((f) => ({ name: f.sym.name, tensor: Tensor.fromData(ctx, f.data, f.sym.shape) }));
+  try {
+    const r = await runner.run({
+      key: 'bn', build: () => tape.graph, batch: 1, split: false, cache: false,
+      feeds: new Map(inputs.map((i) => [i.name, { tensor: i.tensor, batchAxis: null }])),
+      results: new Map(read.map((s) => [s.name, { batchAxis: null }])),
+    });
+    const out = await readTensors(ctx, read.map((s) => r.results.get(s.name)!));
+    for (const t of r.results.values()) t.dispose();
+    return out;
+  } finally {
+    for (const i of inputs) i.tensor.dispose();
+    await runner.dispose();
+    weights.dispose();
+  }
 }
 
 /** Float64 forward: per channel batch (or given) statistics, normalized, scaled, shifted, activated. */

@@ -2,13 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { Model } from '../src/model.js';
 import { type Activation, activateCpu } from '../src/ops/activation.js';
 import { gradients } from '../src/ops/autodiff.js';
-import { compilePlan } from '../src/ops/compile.js';
 import type { GraphOp, OpGraph } from '../src/ops/graph.js';
 import { Tape } from '../src/ops/tape.js';
 import { hostTensor } from '../src/runtime/host-tensor.js';
-import { Recorder } from '../src/runtime/recorder.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
-import { WeightStore } from '../src/runtime/weights.js';
 import { gpu } from './helpers/gpu.js';
 import { buildModel } from './helpers/onnx-build.js';
 import { randomArray, relError, rng } from './helpers/random.js';
@@ -116,16 +113,15 @@ describe('a composed objective: Opti-CAM through upsample, normalize, mask and t
     const seed = tape.constant(hostTensor('float32', [N, 5], Array.from({ length: N * 5 }, (_, i) => (i % 5 === target[Math.floor(i / 5)] ? 1 : 0))));
     const grads = gradients(tape, new Map([[logits.name, seed]]), ['u']);
     const gu = grads.get('u')!;
-    const plan = await compilePlan(ctx, tape.graph, new WeightStore(ctx), new Set([gu.name, logits.name]));
-    const rec = new Recorder(ctx);
+    // Through the model's runner: the network's constants are the model's, the tape's own (the seed, ε) private to the program.
     const feeds = new Map([['u', Tensor.fromData(ctx, u0, [N, K])], ['A', Tensor.fromData(ctx, A, [N, K, h, w])], ['x', xt]]);
-    for (const [name, slot] of plan.inputs) rec.copy(feeds.get(name)!.buffer, 0, slot.buffer, 0, slot.bytes);
-    plan.encode(rec);
-    const gOut = Tensor.empty(ctx, [N, K]);
-    const gSlot = plan.results.get(gu.name)!;
-    rec.copy(gSlot.buffer, 0, gOut.buffer, 0, gSlot.bytes);
-    rec.submit();
-    const [gpuGrad] = await readTensors(ctx, [gOut]);
+    const run = await model.runProgram({
+      key: 'opti-cam-objective', batch: N, split: false,
+      build: () => ({ graph: tape.graph, names: new Map([['grad', gu.name], ['logits', logits.name]]) }),
+      feeds: new Map([...feeds].map(([name, t]) => [name, { tensor: t, batchAxis: 0 as const }])),
+      results: { grad: { batchAxis: 0 }, logits: { batchAxis: 0 } },
+    });
+    const [gpuGrad] = await readTensors(ctx, [run.results.get('grad')!]);
 
     // The same objective in float64 on the CPU.
     const objective = (uv: Float64Array): number => {
@@ -164,7 +160,7 @@ describe('a composed objective: Opti-CAM through upsample, normalize, mask and t
     }
     expect(Math.max(...Array.from(fd, Math.abs))).toBeGreaterThan(1e-3);
     expect(relError(gpuGrad, fd)).toBeLessThan(1e-3);
-    plan.dispose();
+    for (const t of [...run.results.values(), ...feeds.values()]) t.dispose();
     await model.dispose();
   });
 });

@@ -1,4 +1,4 @@
-import type { Model, ModelTape } from '../model.js';
+import { Model, type ModelTape } from '../model.js';
 import type { GraphOp, Sym } from '../ops/graph.js';
 import type { Tape } from '../ops/tape.js';
 import type { ProgramFeed, ProgramResultSpec } from '../ops/program.js';
@@ -121,7 +121,6 @@ function findHead(t: Tape, layer: Sym, layerName: string): Head {
   }
 }
 
-const TARGET_FEED = 'camgpu:explain:target';
 const RANK_FEED = 'camgpu:explain:rank';
 const ROW_FEED = 'camgpu:explain:row';
 
@@ -190,7 +189,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       classes.forEach((c, i) => (w[i * numClasses + c] = 1));
       const t = Tensor.fromData(model.ctx, w, [rows, numClasses], 'explain-target');
       owned.push(t);
-      feeds.set(TARGET_FEED, { tensor: t, batchAxis: 0 });
+      feeds.set(Model.targetInput, { tensor: t, batchAxis: 0 });
     }
     // Per-row image index, for per-image random values that do not depend on the split.
     const rowIndex = Tensor.fromData(model.ctx, Float32Array.from({ length: rows }, (_, r) => (topK > 0 ? Math.floor(r / topK) : r)), [rows], 'explain-rows');
@@ -254,21 +253,8 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           keep(`${m.name}:map`, finalMap(t, perLayer));
         });
       }
-      if (mt.targetInput && mt.targetInput !== TARGET_FEED && (classes || topK > 0)) {
-        throw new Error('internal: the model tape takes its target weights under another name');
-      }
       return { graph: t.graph, names, shared: (n: string) => model.isModelConstant(n) };
     };
-    if (classes || topK > 0) {
-      // The model tape's target feed is named by the model; route ours there.
-      const probeFeed = model.tape(1, { image, taps: [], wrt: [requestedLayers[0]], target: { weights: 'feed' } }).targetInput;
-      if (probeFeed && probeFeed !== TARGET_FEED) {
-        if (classes) {
-          feeds.set(probeFeed, feeds.get(TARGET_FEED)!);
-          feeds.delete(TARGET_FEED);
-        }
-      }
-    }
     const run = await model.runProgram({
       key,
       build,

@@ -101,6 +101,7 @@ export class Recorder {
   private readonly querySets: GPUQuerySet[] = [];
   private readonly labels: { label: string; flops: number }[] = [];
   private submitted = false;
+  private readonly deferred: (() => void)[] = [];
   private static readonly QUERIES_PER_SET = 4096;
 
   constructor(ctx: GpuContext, options: { profile?: boolean; label?: string } = {}) {
@@ -158,6 +159,41 @@ export class Recorder {
     this.encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
+  /**
+   * Runs `fn` once the recorded work is submitted (or the recorder is discarded): what the
+   * work reads may be released then, since later queue writes are ordered after it.
+   */
+  defer(fn: () => void): void {
+    if (this.submitted) throw new Error('Recorder already submitted');
+    this.deferred.push(fn);
+  }
+
+  get isSubmitted(): boolean {
+    return this.submitted;
+  }
+
+  /** Drops the recorded work without submitting it and returns what the recorder took. */
+  discard(): void {
+    if (this.submitted) return;
+    this.submitted = true;
+    this.arena.release();
+    for (const s of this.querySets) s.destroy();
+    this.runDeferred();
+  }
+
+  private runDeferred(): void {
+    const fns = this.deferred.splice(0);
+    let first: unknown = null;
+    for (const fn of fns) {
+      try {
+        fn();
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (first !== null) throw first;
+  }
+
   /** Finishes the encoder and submits it; the returned promise yields per-launch GPU times when profiling. */
   submit(): Promise<OpTiming[]> | null {
     if (this.submitted) throw new Error('Recorder already submitted');
@@ -180,8 +216,12 @@ export class Recorder {
       this.encoder.copyBufferToBuffer(resolveBuf, 0, readBuf, 0, bytes);
     }
     this.arena.upload();
-    this.ctx.device.queue.submit([this.encoder.finish()]);
-    this.arena.release();
+    try {
+      this.ctx.device.queue.submit([this.encoder.finish()]);
+    } finally {
+      this.arena.release();
+      this.runDeferred();
+    }
     if (readBuf && resolveBuf) {
       const rb = readBuf;
       const qb = resolveBuf;

@@ -3,15 +3,15 @@ import { gradients } from '../ops/autodiff.js';
 /** Model FLOPs per image (convolutions and dense layers), by the op registry's rules. */
 export { graphFlops } from '../ops/registry.js';
 import { runningStatsUpdate } from '../ops/batchnorm.js';
-import { compilePlan } from '../ops/compile.js';
 import type { OpGraph } from '../ops/graph.js';
 import { type OptimizerOptions, Optimizer, ParameterStore } from '../ops/optim.js';
 import { foldAffineIntoConv, removeDeadOps } from '../ops/passes.js';
+import { type CompiledProgram, ProgramRunner, type ProgramSpec, type RunRequest } from '../ops/program.js';
 import { graphFlops } from '../ops/registry.js';
 import { type Sym, Tape } from '../ops/tape.js';
 import type { GpuContext } from '../runtime/device.js';
 import { InputError } from '../runtime/errors.js';
-import type { ExecutionPlan, PlanSlot } from '../runtime/plan.js';
+import type { PlanSlot } from '../runtime/plan.js';
 import { Recorder } from '../runtime/recorder.js';
 import { type StepLaunch, StepLaunches } from '../runtime/step-launches.js';
 import { WeightStore } from '../runtime/weights.js';
@@ -46,11 +46,18 @@ export interface SessionOptions {
 
 const IMAGES = 'camgpu:images';
 const SEED = 'camgpu:seed';
-const gradName = (p: string) => `camgpu:grad:${p}`;
+const LABELS = 'camgpu:labels';
+/** Result name of a parameter's gradient (read in place by the optimizer). */
+const gradName = (p: string) => `grad:${p}`;
 
-/** Buffers a program reads (its inputs, bound) and its log-probabilities. */
+/**
+ * A compiled program (owned by the session's runner) and the buffers it reads in place:
+ * the batch's images and seed (bound inputs, written by the gather launches), its labels.
+ */
 interface Program {
-  plan: ExecutionPlan;
+  compiled: CompiledProgram;
+  /** What each step records through the runner: nothing fed, nothing copied out (results are read in place). */
+  run: RunRequest;
   images: GPUBuffer;
   imageBytes: number;
   seed: GPUBuffer;
@@ -82,6 +89,8 @@ export class TrainingSession {
   /** FLOPs of the network's forward pass on one image. */
   readonly forwardFlopsPerImage: number;
   private readonly weights: WeightStore;
+  /** Compiles and caches the session's programs (never evicted: launches bind their slots) and records them. */
+  private readonly runner: ProgramRunner;
   private readonly program: Program;
   private readonly order: IndexBuffer;
   private readonly scores: Scoreboard;
@@ -89,13 +98,12 @@ export class TrainingSession {
   private readonly after: StepLaunches;
   private readonly optimizer: Optimizer;
   private readonly inflight: Promise<unknown>[] = [];
-  private evalPrograms = new Map<number, Program>();
   private stepInEpoch = 0;
   private epochItems = 0;
 
   private constructor(init: {
     ctx: GpuContext; arch: Architecture; options: SessionOptions; store: ParameterStore; decls: ParamDecl[]; trainSet: GpuImageSet; weights: WeightStore;
-    program: Program; order: IndexBuffer; scores: Scoreboard; gather: StepLaunches; after: StepLaunches; optimizer: Optimizer; forwardFlopsPerImage: number;
+    runner: ProgramRunner; program: Program; order: IndexBuffer; scores: Scoreboard; gather: StepLaunches; after: StepLaunches; optimizer: Optimizer; forwardFlopsPerImage: number;
   }) {
     this.ctx = init.ctx;
     this.arch = init.arch;
@@ -104,6 +112,7 @@ export class TrainingSession {
     this.decls = init.decls;
     this.trainSet = init.trainSet;
     this.weights = init.weights;
+    this.runner = init.runner;
     this.program = init.program;
     this.order = init.order;
     this.scores = init.scores;
@@ -111,7 +120,7 @@ export class TrainingSession {
     this.after = init.after;
     this.optimizer = init.optimizer;
     this.forwardFlopsPerImage = init.forwardFlopsPerImage;
-    this.flopsPerStep = init.program.plan.flops;
+    this.flopsPerStep = init.program.compiled.plan.flops;
   }
 
   static async create(ctx: GpuContext, arch: Architecture, trainSet: GpuImageSet, options: SessionOptions): Promise<TrainingSession> {
@@ -126,30 +135,40 @@ export class TrainingSession {
     const decls = [...net.params.values()];
     const trainable = decls.filter((d) => d.trainable).map((d) => d.name);
     const grads = gradients(tape, new Map([[logp.name, seed]]), trainable);
-    const keep = new Set([logp.name, ...net.batchNorms.map((b) => b.stats.name)]);
+    const keep = [logp.name, ...net.batchNorms.map((b) => b.stats.name)];
+    const names = new Map<string, string>();
     for (const p of trainable) {
       const g = grads.get(p);
       if (!g) throw new InputError(`${arch.name}: the loss does not depend on parameter '${p}'`);
-      tape.record({ kind: 'alias', inputs: [g.name] }, g.shape, { name: gradName(p), opType: 'Identity' }, gradName(p));
-      keep.add(gradName(p));
+      names.set(gradName(p), g.name);
+      keep.push(gradName(p));
     }
     // Parameters, initialized in declaration order from the seed: the same seed gives the same network.
     const store = new ParameterStore(ctx);
     const rng = Rng.derive(options.seed, 'init');
     for (const d of decls) store.add(d.name, d.shape, initialValues(d, rng), { trainable: d.trainable, decay: d.decay });
     const weights = new WeightStore(ctx);
-    const program = await compileProgram(ctx, tape, weights, store, keep, logp.name, B, arch.classes, trainSet);
+    const runner = new ProgramRunner(ctx, weights, { cacheSize: Infinity, label: arch.name });
+    let program: Program;
+    try {
+      program = await compileProgram(runner, 'train', () => ({ graph: tape.graph, keep, names }), store, logp.name, B, arch.classes, trainSet);
+    } catch (e) {
+      await runner.dispose();
+      weights.dispose();
+      store.dispose();
+      throw e;
+    }
     const order = new IndexBuffer(ctx, Math.ceil(trainSet.count / B) * B, 'train order');
     const scores = new Scoreboard(ctx, order.capacity, 'train scores');
     await scores.bind(slotBinding(program.logp), { buffer: program.labels, offset: 0, size: B * 4 }, B, arch.classes);
     const gather = await batchGather(trainSet, order, B, arch.classes, programTargets(program, arch.classes), options.mean, options.std);
     const running: StepLaunch[] = net.batchNorms.map((site) =>
-      runningStatsUpdate(`running ${site.path}`, slotBinding(program.plan.results.get(site.stats.name)!), store.binding(site.running), site.channels, site.perChannel));
+      runningStatsUpdate(`running ${site.path}`, slotBinding(program.compiled.slot(site.stats.name)), store.binding(site.running), site.channels, site.perChannel));
     const after = await StepLaunches.create(ctx, running, 'running-stats');
-    const gradBindings = new Map(trainable.map((p) => [p, slotBinding(program.plan.results.get(gradName(p))!)]));
+    const gradBindings = new Map(trainable.map((p) => [p, slotBinding(program.compiled.slot(gradName(p)))]));
     const optimizer = await Optimizer.create(store, options.optimizer, gradBindings);
     const forwardFlopsPerImage = graphFlops(exportGraph(arch, new Map(decls.map((d) => [d.name, initialValues(d, new Rng(0))]))));
-    return new TrainingSession({ ctx, arch, options, store, decls, trainSet, weights, program, order, scores, gather, after, optimizer, forwardFlopsPerImage });
+    return new TrainingSession({ ctx, arch, options, store, decls, trainSet, weights, runner, program, order, scores, gather, after, optimizer, forwardFlopsPerImage });
   }
 
   get batch(): number {
@@ -176,7 +195,13 @@ export class TrainingSession {
     if (offset + this.batch > this.epochItems) throw new InputError('the epoch has no batch left; call beginEpoch');
     const rec = new Recorder(this.ctx, { label: 'train step' });
     this.gather.encode(rec, { offset });
-    this.program.plan.encode(rec);
+    try {
+      // Synchronous from the gather's per-step uniforms to the submit: nothing else may rewrite them in between.
+      this.runner.recordSync(rec, this.program.run);
+    } catch (e) {
+      rec.discard();
+      throw e;
+    }
     this.scores.encode(rec, offset);
     this.after.encode(rec);
     this.optimizer.encode(rec, lr);
@@ -211,7 +236,12 @@ export class TrainingSession {
       for (let k = 0; k < batches; k++) {
         const rec = new Recorder(this.ctx, { label: 'eval batch' });
         gather.encode(rec, { offset: k * B });
-        program.plan.encode(rec);
+        try {
+          this.runner.recordSync(rec, program.run);
+        } catch (e) {
+          rec.discard();
+          throw e;
+        }
         scores.encode(rec, k * B);
         rec.submit();
         // Per-step uniforms are rewritten per batch, so batches are submitted one by one; two may be queued.
@@ -226,17 +256,18 @@ export class TrainingSession {
     }
   }
 
-  private async evalProgram(B: number, set: GpuImageSet): Promise<Program> {
-    const known = this.evalPrograms.get(B);
-    if (known) return known;
-    const tape = new Tape();
-    const net = new Net(tape, 'eval');
-    const x = networkInput(tape, this.arch, B, set);
-    const logp = tape.softmax(this.arch.build(net, x), -1, true);
-    tape.input(SEED, [B, this.arch.classes]);
-    const p = await compileProgram(this.ctx, tape, this.weights, this.store, new Set([logp.name]), logp.name, B, this.arch.classes, set);
-    this.evalPrograms.set(B, p);
-    return p;
+  /** The evaluation program for batches of B images of `set`'s size (compiled once, kept by the runner). */
+  private evalProgram(B: number, set: GpuImageSet): Promise<Program> {
+    const LOGP = 'logp';
+    const make = () => {
+      const tape = new Tape();
+      const net = new Net(tape, 'eval');
+      const x = networkInput(tape, this.arch, B, set);
+      const logp = tape.softmax(this.arch.build(net, x), -1, true);
+      tape.input(SEED, [B, this.arch.classes]);
+      return { graph: tape.graph, keep: [LOGP], names: new Map([[LOGP, logp.name]]) };
+    };
+    return compileProgram(this.runner, `eval|${set.rows}x${set.cols}`, make, this.store, LOGP, B, this.arch.classes, set);
   }
 
   /** Host copies of every parameter and buffer (running statistics included). */
@@ -254,8 +285,8 @@ export class TrainingSession {
   }
 
   dispose(): void {
-    for (const p of [this.program, ...this.evalPrograms.values()]) disposeProgram(this.ctx, p);
-    this.evalPrograms.clear();
+    // Compiled programs are freed right away (none is pending once create() returned and no step records).
+    void this.runner.dispose();
     this.gather.dispose();
     this.after.dispose();
     this.optimizer.dispose();
@@ -286,14 +317,37 @@ function networkInput(tape: Tape, arch: Architecture, batch: number, set: GpuIma
   return tape.resize(raw, [arch.inputSize, arch.inputSize], { alignCorners: false });
 }
 
-async function compileProgram(ctx: GpuContext, tape: Tape, weights: WeightStore, store: ParameterStore, keep: Set<string>, logp: string, batch: number, classes: number, set: GpuImageSet): Promise<Program> {
-  const images = ctx.pool.acquire(batch * set.pixels * 4, undefined, 'batch images');
-  const seed = ctx.pool.acquire(batch * classes * 4, undefined, 'batch seed');
-  const labels = ctx.pool.acquire(batch * 4, undefined, 'batch labels');
-  const bound = new Map([...store.buffers(), [IMAGES, images], [SEED, seed]]);
-  const plan = await compilePlan(ctx, tape.graph, weights, keep, bound);
-  if (plan.inputs.size > 0) throw new Error(`internal: unbound program inputs ${[...plan.inputs.keys()].join(', ')}`);
-  return { plan, images, imageBytes: batch * set.pixels * 4, seed, labels, logp: plan.results.get(logp)!, batch };
+/**
+ * A session program through the runner: the graph of `make` with the parameters, the batch
+ * images and the seed bound in place (the gather launches write the latter two), compiled
+ * once per (key, batch) and never split (batch statistics are over the whole batch).
+ */
+async function compileProgram(runner: ProgramRunner, key: string, make: () => { graph: OpGraph; keep: string[]; names: ReadonlyMap<string, string> }, store: ParameterStore, logp: string, batch: number, classes: number, set: GpuImageSet): Promise<Program> {
+  const ctx = runner.ctx;
+  const spec: ProgramSpec = {
+    key: `${key}|${set.pixels}`,
+    split: false,
+    build: () => {
+      const { graph, keep, names } = make();
+      const images = ctx.pool.acquire(batch * set.pixels * 4, undefined, 'batch images');
+      const seed = ctx.pool.acquire(batch * classes * 4, undefined, 'batch seed');
+      const labels = ctx.pool.acquire(batch * 4, undefined, 'batch labels');
+      const bound = new Map([...store.buffers(), [IMAGES, images], [SEED, seed]]);
+      return { graph, keep, names, bound, owned: new Map([[IMAGES, images], [SEED, seed], [LABELS, labels]]) };
+    },
+  };
+  const compiled = await runner.compile(spec, batch);
+  if (compiled.plan.inputs.size > 0) throw new Error(`internal: unbound program inputs ${[...compiled.plan.inputs.keys()].join(', ')}`);
+  return {
+    compiled,
+    run: { ...spec, batch, feeds: {}, results: {} },
+    images: compiled.owned.get(IMAGES)!,
+    imageBytes: batch * set.pixels * 4,
+    seed: compiled.owned.get(SEED)!,
+    labels: compiled.owned.get(LABELS)!,
+    logp: compiled.slot(logp),
+    batch,
+  };
 }
 
 function programTargets(p: Program, classes: number) {
@@ -304,7 +358,4 @@ function programTargets(p: Program, classes: number) {
   };
 }
 
-function disposeProgram(ctx: GpuContext, p: Program): void {
-  p.plan.dispose();
-  for (const b of [p.images, p.seed, p.labels]) ctx.pool.release(b);
-}
+
