@@ -68,8 +68,12 @@ export interface GradResult extends RunResult {
 /** What a model tape differentiates (GradTarget's host-side forms become a fed weight tensor). */
 export interface TapeTarget {
   of?: 'logit' | 'softmax';
-  /** 'argmax': one-hot at each image's top logit, computed on the GPU; 'feed': weights [N, C] fed as `targetInput`. */
-  weights?: 'argmax' | 'feed';
+  /**
+   * 'argmax': one-hot at each image's top logit, computed on the GPU; 'feed': weights [N, C]
+   * fed as `targetInput`; a function: weights recorded on the tape from the logits (topK
+   * targets, Finer-CAM's comparison weights).
+   */
+  weights?: 'argmax' | 'feed' | ((tape: Tape, logits: Sym) => Sym);
 }
 
 export interface TapeOptions {
@@ -273,7 +277,8 @@ export class Model {
     if (logits.shape.length !== 2) throw new ShapeError(`${this.graph.file}: a gradient target`, `needs logits [N, C], got ${formatShape(logits.shape)}`);
     const score = target.of === 'softmax' ? tape.softmax(logits, -1) : logits;
     const feed = target.weights === 'feed';
-    const seed = feed ? tape.input(TARGET_INPUT, logits.shape) : tape.onehotArgmax(logits);
+    const seed = typeof target.weights === 'function' ? target.weights(tape, logits) : feed ? tape.input(TARGET_INPUT, logits.shape) : tape.onehotArgmax(logits);
+    if (formatShape(seed.shape) !== formatShape(logits.shape)) throw new ShapeError(`${this.graph.file}: target weights`, `must be ${formatShape(logits.shape)}, got ${formatShape(seed.shape)}`);
     Object.assign(result, { score, seed, targetInput: feed ? TARGET_INPUT : null });
     if (wrt.length === 0) return result;
     const grads = gradients(tape, new Map([[score.name, seed]]), wrt.map((t) => sym(t).name));

@@ -211,18 +211,13 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
         image,
         taps: requestedLayers,
         wrt: needsGrad ? requestedLayers : [],
-        target: { of: options.score ?? 'logit', weights: classes || topK > 0 ? 'feed' : 'argmax' },
+        target: { of: options.score ?? 'logit', weights: topK > 0 ? (tp, logits) => topKSeed(tp, logits, nb, topK) : classes ? 'feed' : 'argmax' },
       });
       const t = mt.tape;
       const names = new Map<string, string>();
       const keep = (name: string, s: Sym) => names.set(name, s.name);
       // The explained score per row: y = Σ_c w_c f(logits)_c, and the class c = Σ_c w_c·c.
-      let seedSym: Sym;
-      if (topK > 0) {
-        seedSym = topKSeed(t, mt, nb, topK);
-      } else {
-        seedSym = mt.seed ?? t.onehotArgmax(mt.logits);
-      }
+      const seedSym = mt.seed!;
       const scored = options.score === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
       keep('score', t.reshape(t.reduce('sum', t.mul(seedSym, scored), [1]), [nb]));
       const classIdx = t.constant(hostTensor('float32', [1, numClasses], Float32Array.from({ length: numClasses }, (_, c) => c)));
@@ -316,9 +311,9 @@ function zerosLike(t: Tape, s: Sym): Sym {
  * image. The K best classes are found on the GPU by repeated argmax with the winners masked
  * out; the fed rank one-hot [nb, K] picks each row's.
  */
-function topKSeed(t: Tape, mt: ModelTape, nb: number, k: number): Sym {
+function topKSeed(t: Tape, logits: Sym, nb: number, k: number): Sym {
   const rank = t.input(RANK_FEED, [nb, k]);
-  let remaining = mt.logits;
+  let remaining = logits;
   let seed: Sym | null = null;
   for (let i = 0; i < k; i++) {
     const onehot = t.onehotArgmax(remaining);
