@@ -85,6 +85,13 @@ export interface TapeOptions {
   wrt?: readonly string[];
   /** The objective whose gradients `wrt` asks for: y = Σ w ⊙ f(logits). Default { of: 'logit', weights: 'argmax' }. */
   target?: TapeTarget;
+  /**
+   * Record onto an existing tape, reading `input` (e.g. noisy or interpolated copies of the
+   * images, computed on that tape) with the model's tensors renamed under `prefix`.
+   */
+  onto?: { tape: Tape; input: Sym; prefix: string };
+  /** Gradients through ReLUs pass only where the incoming gradient is positive too (Guided Backprop). */
+  guided?: boolean;
 }
 
 /**
@@ -250,16 +257,16 @@ export class Model {
     const taps = this.resolveLayers(options.taps ?? [], rest);
     const wrt = this.resolveLayers(options.wrt ?? [], rest);
     const target = options.target ?? (wrt.length > 0 ? {} : undefined);
-    return this.buildTape(batch, rest, taps, wrt, target);
+    return this.buildTape(batch, rest, taps, wrt, target, options);
   }
 
-  private buildTape(nb: number, rest: readonly number[], taps: readonly ResolvedTap[], wrt: readonly ResolvedTap[], target: TapeTarget | undefined): ModelTape {
+  private buildTape(nb: number, rest: readonly number[], taps: readonly ResolvedTap[], wrt: readonly ResolvedTap[], target: TapeTarget | undefined, options: Pick<TapeOptions, 'onto' | 'guided'> = {}): ModelTape {
     const name = this.inputName;
     const keep = new Set([...taps, ...wrt].map((t) => t.tensor));
     const fwd = this.analyze(new Map([[name, [nb, ...rest]]]), keep);
-    const tape = new Tape();
-    const input = tape.input(name, [nb, ...rest]);
-    const syms = tape.include(fwd, new Map([[name, input]]), '');
+    const tape = options.onto?.tape ?? new Tape();
+    const input = options.onto?.input ?? tape.input(name, [nb, ...rest]);
+    const syms = tape.include(fwd, new Map([[name, input]]), options.onto?.prefix ?? '');
     const outputs = new Map(this.graph.outputs.map((o) => [o.name, syms.get(this.resolvedName(o.name))!]));
     const logits = syms.get(fwd.outputs[0])!;
     const sym = (t: ResolvedTap) => {
@@ -281,7 +288,7 @@ export class Model {
     if (formatShape(seed.shape) !== formatShape(logits.shape)) throw new ShapeError(`${this.graph.file}: target weights`, `must be ${formatShape(logits.shape)}, got ${formatShape(seed.shape)}`);
     Object.assign(result, { score, seed, targetInput: feed ? TARGET_INPUT : null });
     if (wrt.length === 0) return result;
-    const grads = gradients(tape, new Map([[score.name, seed]]), wrt.map((t) => sym(t).name));
+    const grads = gradients(tape, new Map([[score.name, seed]]), wrt.map((t) => sym(t).name), { guided: options.guided });
     for (const t of wrt) {
       const g = grads.get(sym(t).name);
       if (g) result.gradients.set(t.requested, g);

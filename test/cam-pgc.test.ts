@@ -34,6 +34,8 @@ const METHODS: Record<string, string> = {
   EigenCAM: 'eigencam',
   EigenGradCAM: 'eigengradcam',
   FEM: 'fem',
+  KPCA_CAM: 'kpcacam',
+  FinerCAM: 'finercam',
 };
 const EIGEN = new Set(['EigenCAM', 'EigenGradCAM']);
 

@@ -6,7 +6,8 @@ import { InputError, ShapeError } from '../runtime/errors.js';
 import { hostTensor } from '../runtime/host-tensor.js';
 import { formatShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
-import { finalMap, layerMap } from './math.js';
+import { gradients } from '../ops/autodiff.js';
+import { finalMap, finerObjective, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS } from './methods.js';
 import { uniformSigned } from './random.js';
 
@@ -200,9 +201,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     for (const m of methods) {
       results[`${m.name}:map`] = { batchAxis: 0 };
       results[`${m.name}:raw`] = { batchAxis: 0 };
-      if (m.name !== 'activationcam' && !['hirescam', 'gradcamelementwise', 'layercam', 'eigencam', 'eigengradcam'].includes(m.name)) {
-        results[`${m.name}:weights`] = { batchAxis: 0 };
-      }
+      if (m.hasWeights) results[`${m.name}:weights`] = { batchAxis: 0 };
     }
     const seed = options.seed ?? 0;
     const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${classes ? 'classes' : topK > 0 ? `top${topK}` : 'argmax'}|${seed}`;
@@ -223,6 +222,16 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       const classIdx = t.constant(hostTensor('float32', [1, numClasses], Float32Array.from({ length: numClasses }, (_, c) => c)));
       keep('target', t.reshape(t.reduce('sum', t.mul(seedSym, classIdx), [1]), [nb]));
       const rowsSym = t.input(ROW_FEED, [nb]);
+      // Finer-CAM's objective gets its own backward pass on the same forward.
+      let finerGrads: Map<string, Sym> | null = null;
+      if (methods.some((m) => m.needs === 'finer')) {
+        finerGrads = t.scope('finercam', () => {
+          const objective = finerObjective(t, mt.logits, seedSym);
+          const layerSyms = requestedLayers.map((l) => mt.taps.get(l)!);
+          const grads = gradients(t, new Map([[objective.name, t.broadcast(t.scalar(1), objective.shape)]]), layerSyms.map((s) => s.name));
+          return new Map(requestedLayers.map((l, i) => [l, grads.get(layerSyms[i].name) ?? zerosLike(t, layerSyms[i])]));
+        });
+      }
       for (const m of methods) {
         t.scope(m.name, () => {
           const perLayer: Sym[] = [];
@@ -230,7 +239,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
             const a = mt.taps.get(l)!;
             const inputs: LayerInputs = {
               a,
-              g: m.needs === 'class' ? mt.gradients.get(l) ?? zerosLike(t, a) : null,
+              g: m.needs === 'class' ? mt.gradients.get(l) ?? zerosLike(t, a) : m.needs === 'finer' ? finerGrads!.get(l)! : null,
               classifierWeights: () => {
                 const head = findHead(t, a, l);
                 const w = t.sym(head.weight);
@@ -244,8 +253,9 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
               if (r.weights) keep(`${m.name}:weights`, r.weights);
             }
             perLayer.push(layerMap(t, r.raw, size));
+            if (m.final && li === 0) keep(`${m.name}:map`, m.final(t, r.raw, size));
           });
-          keep(`${m.name}:map`, finalMap(t, perLayer));
+          if (!m.final) keep(`${m.name}:map`, finalMap(t, perLayer));
         });
       }
       return { graph: t.graph, names, shared: (n: string) => model.isModelConstant(n) };

@@ -150,3 +150,67 @@ export function eigenProjection(t: Tape, x: Sym): Sym {
   const proj = t.reshape(t.matmul(centered, vhat, { transA: true }), [n, h, w]);
   return t.mul(proj, signCorrection(t, proj));
 }
+
+/** Channels × positions of activations [N, K, h, w], each channel centered over the positions: [N, K, h·w]. */
+function centeredChannels(t: Tape, x: Sym): Sym {
+  const [n, k, h, w] = x.shape;
+  const xk = t.reshape(x, [n, k, h * w]);
+  return t.sub(xk, t.reduce('mean', xk, [2]));
+}
+
+/** ±1 per item: the sign of its largest-magnitude entry (scikit-learn's svd_flip convention). */
+function largestEntrySign(t: Tape, v: Sym): Sym {
+  const [n, m] = [v.shape[0], v.shape.slice(1).reduce((p, q) => p * q, 1)];
+  const flat = t.reshape(v, [n, m]);
+  const pick = t.onehotArgmax(act(t, flat, { kind: 'abs' }));
+  const at = t.reduce('sum', t.mul(pick, flat), [1]);
+  return t.div(at, t.add(act(t, at, { kind: 'abs' }), t.scalar(1e-30)));
+}
+
+/**
+ * KPCA-CAM's projection (PGC get_2d_projection_kernel, scikit-learn KernelPCA defaults): the
+ * centered positions × channels matrix X, the sigmoid kernel tanh(γ·X·Xᵀ + 1) with γ = 1/K,
+ * the kernel matrix double-centered, its top eigenpair (λ, u) — by repeated squaring of the
+ * matrix shifted by a Gershgorin bound, since a sigmoid kernel is not positive semi-definite
+ * and the largest eigenvalue, not the largest in magnitude, is wanted — and u·√λ with u's
+ * largest-magnitude entry positive.
+ */
+export function kernelProjection(t: Tape, x: Sym, gamma?: number): Sym {
+  const [n, k, h, w] = x.shape;
+  const m = h * w;
+  // With X the positions × channels matrix (rows: positions), X·Xᵀ = Cᵀ·C for C = centered channels.
+  const c = centeredChannels(t, x);
+  const kern = act(t, t.add(t.mul(t.matmul(c, c, { transA: true }), t.scalar(gamma ?? 1 / k)), t.scalar(1)), { kind: 'tanh' });
+  const rowMean = t.reduce('mean', kern, [2]);
+  const colMean = t.reduce('mean', kern, [1]);
+  const all = t.reduce('mean', kern, [1, 2]);
+  const kc = t.add(t.sub(t.sub(kern, rowMean), colMean), all);
+  const bound = t.reduce('max', t.reduce('sum', act(t, kc, { kind: 'abs' }), [2]), [1]);
+  const shifted = t.add(kc, t.mul(eye(t, m), bound));
+  const u0 = dominantEigenvector(t, shifted, 16);
+  const u = t.div(u0, t.add(norm(t, u0), t.scalar(1e-30)));
+  const lambda = t.reduce('sum', t.mul(u, t.matmul(kc, u)), [1, 2]);
+  const scale = act(t, relu(t, lambda), { kind: 'sqrt' });
+  const proj = t.reshape(t.mul(u, scale), [n, m]);
+  return t.reshape(t.mul(proj, largestEntrySign(t, proj)), [n, h, w]);
+}
+
+/**
+ * Finer-CAM's objective per row (PGC FinerWeightedTarget): y = Σ_j p_j (y_c − α·y_j) /
+ * (Σ_j p_j + 1e-9) over the comparison classes j — the three classes nearest to the main
+ * class c in logit (ranks 1–3 of |y_j − y_c|; ties to the lower index) — with p = softmax(y)
+ * not detached, as PGC does. `main` is the one-hot [N, C] of c. Returns [N, 1].
+ */
+export function finerObjective(t: Tape, logits: Sym, main: Sym, alpha = 1, ranks = 3): Sym {
+  const yc = t.reduce('sum', t.mul(logits, main), [1]);
+  let distance = t.add(act(t, t.sub(logits, yc), { kind: 'abs' }), t.mul(main, t.scalar(1e30)));
+  let chosen: Sym | null = null;
+  for (let r = 0; r < ranks; r++) {
+    const nearest = t.onehotArgmax(t.mul(distance, t.scalar(-1)));
+    chosen = chosen ? t.add(chosen, nearest) : nearest;
+    distance = t.add(distance, t.mul(nearest, t.scalar(1e30)));
+  }
+  const p = t.mul(t.softmax(logits, -1), chosen!);
+  const num = t.reduce('sum', t.mul(p, t.sub(yc, t.mul(logits, t.scalar(alpha)))), [1]);
+  return t.div(num, t.add(t.reduce('sum', p, [1]), t.scalar(1e-9)));
+}

@@ -1,6 +1,7 @@
 import type { Sym } from '../ops/graph.js';
 import type { Tape } from '../ops/tape.js';
-import { act, channelSum, eigenProjection, relu, spatial, weightedSum } from './math.js';
+import { hostTensor } from '../runtime/host-tensor.js';
+import { act, channelSum, eigenProjection, kernelProjection, relu, spatial, weightedSum } from './math.js';
 
 /** What a method reads at one target layer. */
 export interface LayerInputs {
@@ -21,8 +22,11 @@ export interface LayerResult {
   weights: Sym | null;
 }
 
-/** Which backward pass a method reads. */
-export type MethodTarget = 'none' | 'class';
+/**
+ * Which backward pass a method reads: none, the target class's (shared by every such method),
+ * or Finer-CAM's comparison objective (its own backward pass, on the same forward).
+ */
+export type MethodTarget = 'none' | 'class' | 'finer';
 
 /**
  * One saliency method of the one-forward / one-backward family, declared once: its name,
@@ -33,9 +37,13 @@ export interface CamMethod {
   title: string;
   /** 'class': reads ∂y_c/∂A for each image's target (shared by every such method); 'none': activations only. */
   needs: MethodTarget;
+  /** Whether it has channel weights w_k (returned beside the map). */
+  hasWeights: boolean;
   /** SPEC §1 reference for the method. */
   reference: string;
   record(t: Tape, l: LayerInputs): LayerResult;
+  /** The final map [N, H, W] when the method defines it directly instead of by finishing its raw map (Fake-CAM). */
+  final?: (t: Tape, raw: Sym, size: readonly [number, number]) => Sym;
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -57,6 +65,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'activationcam',
     title: 'Activation-CAM',
+    hasWeights: false,
     needs: 'none',
     reference: 'Pixab-CAM seed §3.2: w_k = 1',
     record: (t, l) => ({ raw: channelSum(t, l.a), weights: null }),
@@ -64,6 +73,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'cam',
     title: 'CAM',
+    hasWeights: true,
     needs: 'none',
     reference: 'Zhou et al.: w_k = classifier weight of class c (GAP → linear heads)',
     record: (t, l) => {
@@ -74,6 +84,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'gradcam',
     title: 'Grad-CAM',
+    hasWeights: true,
     needs: 'class',
     reference: 'PGC grad_cam.py: w_k = mean_ij g',
     record: (t, l) => {
@@ -84,6 +95,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'gradcam++',
     title: 'Grad-CAM++',
+    hasWeights: true,
     needs: 'class',
     reference: 'PGC grad_cam_plusplus.py',
     record: (t, l) => {
@@ -94,6 +106,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'xgradcam',
     title: 'XGrad-CAM',
+    hasWeights: true,
     needs: 'class',
     reference: 'PGC xgrad_cam.py: w_k = Σ(g·A)/(ΣA + 1e-7)',
     record: (t, l) => {
@@ -104,6 +117,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'hirescam',
     title: 'HiResCAM',
+    hasWeights: false,
     needs: 'class',
     reference: 'PGC hirescam.py: Σ_k g ⊙ A',
     record: (t, l) => ({ raw: channelSum(t, t.mul(g(l), l.a)), weights: null }),
@@ -111,6 +125,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'gradcamelementwise',
     title: 'Grad-CAM element-wise',
+    hasWeights: false,
     needs: 'class',
     reference: 'PGC grad_cam_elementwise.py: Σ_k relu(g ⊙ A)',
     record: (t, l) => ({ raw: channelSum(t, relu(t, t.mul(g(l), l.a))), weights: null }),
@@ -118,6 +133,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'layercam',
     title: 'LayerCAM',
+    hasWeights: false,
     needs: 'class',
     reference: 'PGC layer_cam.py: Σ_k relu(g) ⊙ A',
     record: (t, l) => ({ raw: channelSum(t, t.mul(relu(t, g(l)), l.a)), weights: null }),
@@ -125,6 +141,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'eigencam',
     title: 'EigenCAM',
+    hasWeights: false,
     needs: 'none',
     reference: 'PGC utils/svd_on_activations.py: first principal component of the centered activations, sign-corrected',
     record: (t, l) => ({ raw: eigenProjection(t, l.a), weights: null }),
@@ -132,6 +149,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'eigengradcam',
     title: 'EigenGrad-CAM',
+    hasWeights: false,
     needs: 'class',
     reference: 'PGC eigen_grad_cam.py: EigenCAM of g ⊙ A',
     record: (t, l) => ({ raw: eigenProjection(t, t.mul(g(l), l.a)), weights: null }),
@@ -139,6 +157,7 @@ export const METHODS: readonly CamMethod[] = [
   {
     name: 'fem',
     title: 'FEM',
+    hasWeights: true,
     needs: 'none',
     reference: 'PGC fem.py: w_k = mean_ij [A > mean + 2·std]',
     record: (t, l) => {
@@ -153,8 +172,40 @@ export const METHODS: readonly CamMethod[] = [
     },
   },
   {
+    name: 'kpcacam',
+    title: 'KPCA-CAM',
+    hasWeights: false,
+    needs: 'none',
+    reference: 'PGC kpca_cam.py: first kernel principal component (sigmoid kernel, γ = 1/K, coef0 = 1) of the centered activations',
+    record: (t, l) => ({ raw: kernelProjection(t, l.a), weights: null }),
+  },
+  {
+    name: 'finercam',
+    title: 'Finer-CAM',
+    hasWeights: true,
+    needs: 'finer',
+    reference: 'PGC finer_cam.py: Grad-CAM of Σ_j p_j (y_c − y_j)/(Σ_j p_j + 1e-9) over the 3 nearest classes',
+    record: (t, l) => {
+      const w = spatial(t, 'mean', g(l));
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+  {
+    name: 'fakecam',
+    title: 'Fake-CAM',
+    hasWeights: false,
+    needs: 'none',
+    reference: 'seed 003 (after Poppi et al.): 1 everywhere but 0 at the top-left pixel; a baseline that games AD/AI',
+    record: (t, l) => {
+      const [n, , h, w] = l.a.shape;
+      return { raw: fakeMap(t, n, h, w), weights: null };
+    },
+    final: (t, raw, size) => fakeMap(t, raw.shape[0], size[0], size[1]),
+  },
+  {
     name: 'randomcam',
     title: 'Random-CAM',
+    hasWeights: true,
     needs: 'none',
     reference: 'PGC random_cam.py: w_k uniform in [−1, 1] (a sanity baseline)',
     record: (t, l) => {
@@ -163,5 +214,12 @@ export const METHODS: readonly CamMethod[] = [
     },
   },
 ];
+
+/** [n, h, w] of ones with a 0 at the top-left pixel. */
+function fakeMap(t: Tape, n: number, h: number, w: number): Sym {
+  const d = new Float32Array(h * w).fill(1);
+  d[0] = 0;
+  return t.broadcast(t.constant(hostTensor('float32', [1, h, w], d)), [n, h, w]);
+}
 
 export const METHOD_BY_NAME: ReadonlyMap<string, CamMethod> = new Map(METHODS.map((m) => [m.name, m]));

@@ -20,6 +20,11 @@ export interface GradientOptions {
    * ReLU decision near a tie. Every gradient program gets this unless it opts out.
    */
   exactRouting?: boolean;
+  /**
+   * Guided Backprop's modified ReLU backward: the gradient passes a ReLU only where both its
+   * output and the incoming gradient are positive (Springenberg et al.), i.e. relu'(y)·relu(g).
+   */
+  guided?: boolean;
 }
 
 export function gradients(tape: Tape, seeds: ReadonlyMap<string, Sym>, wrt: readonly string[], options: GradientOptions = {}): Map<string, Sym> {
@@ -65,7 +70,7 @@ export function gradients(tape: Tape, seeds: ReadonlyMap<string, Sym>, wrt: read
     if (!gy) continue;
     const need = (k: number) => dependsOnWrt.has(op.inputs[k]) && feedsSeed.has(op.inputs[k]);
     if (!op.inputs.some((_, k) => need(k))) continue;
-    backward(tape, op, gy, need, contribute);
+    backward(tape, op, gy, need, contribute, options.guided === true);
   }
   const out = new Map<string, Sym>();
   for (const w of wrt) {
@@ -80,7 +85,7 @@ function origin(op: GraphOp, what: string): OpOrigin {
 }
 
 /** The ops of one op's vector-Jacobian product, by its kind's rule in the registry. */
-function backward(tape: Tape, op: GraphOp, gy: Sym, need: (k: number) => boolean, contribute: (name: string, g: Sym) => void): void {
+function backward(tape: Tape, op: GraphOp, gy: Sym, need: (k: number) => boolean, contribute: (name: string, g: Sym) => void, guided: boolean): void {
   const rule = opDef(op).vjp;
   if (rule === 'zero') return;
   if (rule === 'none') throw new InputError(`no gradient for ${op.kind} ('${op.node.name}'): second-order gradients are not supported`);
@@ -95,8 +100,11 @@ function backward(tape: Tape, op: GraphOp, gy: Sym, need: (k: number) => boolean
     give: (k, g) => contribute(op.inputs[k], g),
     origin: (what) => origin(op, what),
     // Fused activations are differentiated from their output: fusion leaves nothing else.
-    preActivation: (activation: Activation) =>
-      activation.kind === 'none' ? gy : tape.record({ kind: 'activation_grad', activation, inputs: [y.name, gy.name] }, y.shape, origin(op, 'act')),
+    preActivation: (activation: Activation) => {
+      if (activation.kind === 'none') return gy;
+      const g = guided && activation.kind === 'relu' ? tape.activation(gy, { kind: 'relu' }) : gy;
+      return tape.record({ kind: 'activation_grad', activation, inputs: [y.name, g.name] }, y.shape, origin(op, 'act'));
+    },
   };
   (rule as (c: VjpContext<OpKind>) => void)(context);
 }
