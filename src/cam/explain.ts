@@ -41,6 +41,8 @@ export interface MethodMaps {
   raw: Tensor;
   /** [M, K] channel weights at the (first) layer, where the method has them. */
   weights: Tensor | null;
+  /** [M, C, H, W] per-channel input attribution (gradient baselines). */
+  attribution: Tensor | null;
   /** GPU time of the method's own launches (profile only). */
   gpuMs: number | null;
   /** Wall time of the whole explain call (the methods share one pass). */
@@ -202,14 +204,16 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       results[`${m.name}:map`] = { batchAxis: 0 };
       results[`${m.name}:raw`] = { batchAxis: 0 };
       if (m.hasWeights) results[`${m.name}:weights`] = { batchAxis: 0 };
+      if (m.inputLevel) results[`${m.name}:attribution`] = { batchAxis: 0 };
     }
+    const needsInputGrad = methods.some((m) => m.name === 'saliency' || m.name === 'inputxgradient');
     const seed = options.seed ?? 0;
     const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${classes ? 'classes' : topK > 0 ? `top${topK}` : 'argmax'}|${seed}`;
     const build = (nb: number) => {
       const mt = model.tape(nb, {
         image,
         taps: requestedLayers,
-        wrt: needsGrad ? requestedLayers : [],
+        wrt: [...(needsGrad ? requestedLayers : []), ...(needsInputGrad ? ['input'] : [])],
         target: { of: options.score ?? 'logit', weights: topK > 0 ? (tp, logits) => topKSeed(tp, logits, nb, topK) : classes ? 'feed' : 'argmax' },
       });
       const t = mt.tape;
@@ -232,21 +236,52 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           return new Map(requestedLayers.map((l, i) => [l, grads.get(layerSyms[i].name) ?? zerosLike(t, layerSyms[i])]));
         });
       }
+      const once = <T>(f: () => T): (() => T) => {
+        let v: T | undefined;
+        return () => (v ??= f());
+      };
+      const inputGradient = once(() => mt.gradients.get('input') ?? zerosLike(t, mt.input));
+      const guidedInputGradient = once(() => t.scope('guided', () => {
+        const g = gradients(t, new Map([[mt.score!.name, seedSym]]), [mt.input.name], { guided: true });
+        return g.get(mt.input.name) ?? zerosLike(t, mt.input);
+      }));
+      const gradCamMap = once(() => t.scope('gradcam-for-guided', () => {
+        const perLayer = requestedLayers.map((l) => {
+          const raw = METHOD_BY_NAME.get('gradcam')!.record(t, layerInputs(l, 0)).raw;
+          return layerMap(t, raw, size);
+        });
+        return finalMap(t, perLayer);
+      }));
+      const layerInputs = (l: string, li: number): LayerInputs => {
+        const a = mt.taps.get(l)!;
+        return {
+          a,
+          g: mt.gradients.get(l) ?? zerosLike(t, a),
+          classifierWeights: () => {
+            const head = findHead(t, a, l);
+            const w = t.sym(head.weight);
+            return head.classMajor ? t.matmul(seedSym, w) : t.matmul(seedSym, w, { transB: true });
+          },
+          uniformWeights: () => uniformSigned(t, rowsSym, a.shape[1], seed + 7919 * li),
+          x: mt.input,
+          inputGradient,
+          guidedInputGradient,
+          gradCamMap,
+        };
+      };
       for (const m of methods) {
         t.scope(m.name, () => {
           const perLayer: Sym[] = [];
+          if (m.inputLevel) {
+            const r = m.record(t, layerInputs(requestedLayers[0], 0));
+            keep(`${m.name}:raw`, r.raw);
+            if (r.attribution) keep(`${m.name}:attribution`, r.attribution);
+            keep(`${m.name}:map`, m.final!(t, r.raw, size));
+            return;
+          }
           requestedLayers.forEach((l, li) => {
-            const a = mt.taps.get(l)!;
-            const inputs: LayerInputs = {
-              a,
-              g: m.needs === 'class' ? mt.gradients.get(l) ?? zerosLike(t, a) : m.needs === 'finer' ? finerGrads!.get(l)! : null,
-              classifierWeights: () => {
-                const head = findHead(t, a, l);
-                const w = t.sym(head.weight);
-                return head.classMajor ? t.matmul(seedSym, w) : t.matmul(seedSym, w, { transB: true });
-              },
-              uniformWeights: () => uniformSigned(t, rowsSym, a.shape[1], seed + 7919 * li),
-            };
+            const base = layerInputs(l, li);
+            const inputs: LayerInputs = { ...base, g: m.needs === 'class' ? base.g : m.needs === 'finer' ? finerGrads!.get(l)! : null };
             const r = m.record(t, inputs);
             if (li === 0) {
               keep(`${m.name}:raw`, r.raw);
@@ -278,6 +313,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       map: run.results.get(`${m.name}:map`)!,
       raw: run.results.get(`${m.name}:raw`)!,
       weights: run.results.get(`${m.name}:weights`) ?? null,
+      attribution: run.results.get(`${m.name}:attribution`) ?? null,
       gpuMs: timings ? timings.filter((s) => s.label.startsWith(`${m.name}/`)).reduce((p, s) => p + s.ms, 0) : null,
       wallMs,
     }));
@@ -302,6 +338,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           m.map.dispose();
           m.raw.dispose();
           m.weights?.dispose();
+          m.attribution?.dispose();
         }
         targetClass.dispose();
         targetScore.dispose();

@@ -50,6 +50,12 @@ export function channelSum(t: Tape, x: Sym): Sym {
   return t.reshape(t.reduce('sum', x, [1]), [n, h, w]);
 }
 
+/** max over the channel axis of [N, K, h, w] → [N, h, w]. */
+export function channelMax(t: Tape, x: Sym): Sym {
+  const [n, , h, w] = x.shape;
+  return t.reshape(t.reduce('max', x, [1]), [n, h, w]);
+}
+
 /** [N, K, h, w] → [N, K] by a spatial reduction. */
 export function spatial(t: Tape, kind: 'sum' | 'mean' | 'max' | 'min', x: Sym): Sym {
   const [n, k] = x.shape;

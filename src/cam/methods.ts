@@ -1,7 +1,7 @@
 import type { Sym } from '../ops/graph.js';
 import type { Tape } from '../ops/tape.js';
 import { hostTensor } from '../runtime/host-tensor.js';
-import { act, channelSum, eigenProjection, kernelProjection, relu, spatial, weightedSum } from './math.js';
+import { act, channelMax, channelSum, eigenProjection, kernelProjection, normalize01, relu, spatial, weightedSum } from './math.js';
 
 /** What a method reads at one target layer. */
 export interface LayerInputs {
@@ -13,6 +13,14 @@ export interface LayerInputs {
   classifierWeights: () => Sym;
   /** Uniform values in [−1, 1] of shape [N, K] from the seeded generator (Random-CAM). */
   uniformWeights: () => Sym;
+  /** The model input x [N, C, H, W]. */
+  x: Sym;
+  /** ∂y_c/∂x (recorded on first use; shares the backward pass of the layer gradients). */
+  inputGradient: () => Sym;
+  /** Guided Backprop's ∂y_c/∂x: a second backward pass with the guided ReLU rule. */
+  guidedInputGradient: () => Sym;
+  /** The Grad-CAM map of this layer at input size, [N, H, W] (for Guided Grad-CAM). */
+  gradCamMap: () => Sym;
 }
 
 export interface LayerResult {
@@ -20,6 +28,8 @@ export interface LayerResult {
   raw: Sym;
   /** Channel weights [N, K], where the method has them. */
   weights: Sym | null;
+  /** Per-channel input attribution [N, C, H, W] (gradient baselines). */
+  attribution?: Sym;
 }
 
 /**
@@ -42,8 +52,13 @@ export interface CamMethod {
   /** SPEC §1 reference for the method. */
   reference: string;
   record(t: Tape, l: LayerInputs): LayerResult;
-  /** The final map [N, H, W] when the method defines it directly instead of by finishing its raw map (Fake-CAM). */
+  /**
+   * The final map [N, H, W] when the method defines it directly instead of by finishing its
+   * raw map per layer (Fake-CAM; the gradient baselines, whose raw map is at input size).
+   */
   final?: (t: Tape, raw: Sym, size: readonly [number, number]) => Sym;
+  /** Computed once from the input, not per target layer (the gradient baselines). */
+  inputLevel?: true;
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -201,6 +216,59 @@ export const METHODS: readonly CamMethod[] = [
       return { raw: fakeMap(t, n, h, w), weights: null };
     },
     final: (t, raw, size) => fakeMap(t, raw.shape[0], size[0], size[1]),
+  },
+  {
+    name: 'saliency',
+    title: 'Saliency',
+    needs: 'class',
+    hasWeights: false,
+    inputLevel: true,
+    reference: 'CAPTUM Saliency(abs=True): max over channels of |∂y_c/∂x|',
+    record: (t, l) => {
+      const attribution = act(t, l.inputGradient(), { kind: 'abs' });
+      return { raw: channelMax(t, attribution), weights: null, attribution };
+    },
+    final: (t, raw) => normalize01(t, raw),
+  },
+  {
+    name: 'inputxgradient',
+    title: 'Input × Gradient',
+    needs: 'class',
+    hasWeights: false,
+    inputLevel: true,
+    reference: 'CAPTUM InputXGradient: x ⊙ ∂y_c/∂x; map: |Σ_c| normalized',
+    record: (t, l) => {
+      const attribution = t.mul(l.x, l.inputGradient());
+      return { raw: channelSum(t, attribution), weights: null, attribution };
+    },
+    final: (t, raw) => normalize01(t, act(t, raw, { kind: 'abs' })),
+  },
+  {
+    name: 'guidedbackprop',
+    title: 'Guided Backprop',
+    needs: 'class',
+    hasWeights: false,
+    inputLevel: true,
+    reference: 'CAPTUM GuidedBackprop: ReLU gradients pass only where the incoming gradient is positive; map: max_c |·|',
+    record: (t, l) => {
+      const attribution = l.guidedInputGradient();
+      return { raw: channelMax(t, act(t, attribution, { kind: 'abs' })), weights: null, attribution };
+    },
+    final: (t, raw) => normalize01(t, raw),
+  },
+  {
+    name: 'guidedgradcam',
+    title: 'Guided Grad-CAM',
+    needs: 'class',
+    hasWeights: false,
+    inputLevel: true,
+    reference: 'CAPTUM GuidedGradCam: Guided Backprop ⊙ the Grad-CAM map upsampled to the input; map: max_c |·|',
+    record: (t, l) => {
+      const [n, , h, w] = l.x.shape;
+      const attribution = t.mul(l.guidedInputGradient(), t.reshape(l.gradCamMap(), [n, 1, h, w]));
+      return { raw: channelMax(t, act(t, attribution, { kind: 'abs' })), weights: null, attribution };
+    },
+    final: (t, raw) => normalize01(t, raw),
   },
   {
     name: 'randomcam',
