@@ -517,7 +517,7 @@ function printSummary(s: ExplainSummary): void {
   }
   for (const l of s.layers) console.log(`layer ${l.requested} -> ${l.tensor} [${l.shape.join('x')}]`);
   for (const m of s.methods) console.log(`${m.title}: ${m.wallMs.toFixed(1)} ms wall${m.gpuMs !== null ? `, ${m.gpuMs.toFixed(1)} ms GPU` : ''}`);
-  if (s.out) console.log(`wrote ${s.out}: ${s.methods.length} methods × (${s.rows} maps .npy), ${s.images.length} grids, summary.json`);
+  if (s.out) console.log(`wrote ${s.out}: ${s.methods.length} method${s.methods.length === 1 ? '' : 's'} × ${s.rows} maps (.npy, overlays), ${s.images.length} grids, summary.json`);
 }
 
 /** Registers `explain` on the program. */
