@@ -2,7 +2,7 @@
 # Idempotent set-up of a fresh Debian 12 machine for camgpu: npm packages and the build;
 # a WebGPU adapter (Mesa lavapipe >= 23 from bookworm-backports when Dawn finds none);
 # Debian's Chromium for the browser test; ONNX's backend node tests for the conformance suite;
-# Fashion-MNIST for training and checking our models.
+# Fashion-MNIST for training and checking our models; DejaVu fonts for explain's grid labels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,8 @@ missing=()
 dpkg -s libonnx-testdata >/dev/null 2>&1 || missing+=(libonnx-testdata)
 dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || missing+=(dataset-fashion-mnist)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# The labels of `camgpu explain`'s grid PNGs (resvg renders them with DejaVu Sans).
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

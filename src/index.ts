@@ -20,3 +20,5 @@ export { resolveTap, autoTargetLayer, nodeModulePath } from './onnx/resolve.js';
 export type { IrGraph, IrNode } from './onnx/ir.js';
 export type { HostTensor } from './runtime/host-tensor.js';
 export { parseNpy, formatNpy, type NpyArray } from './io/npy.js';
+export { COLORMAP_NAMES, type ColormapName, colormapLut, colormapRgb, colorize, overlay, type OverlayOptions, resizeBilinear, denormalizeToRgb, type RgbImage, type RgbaPixels } from './io/overlay.js';
+export { gridSvg, type GridPanel, type GridLayout, type GridSvg } from './io/grid.js';

@@ -6,6 +6,7 @@ import { Model } from './model.js';
 import { OnnxFormatError } from './runtime/errors.js';
 
 export * from './index.js';
+export { encodePng, decodePng, renderSvgToPng, renderGridPng } from './io/grid-node.js';
 
 /** Loads an ONNX file; external data files are read relative to the model's folder. */
 export function loadModel(ctx: GpuContext, path: string): Model {

@@ -1,21 +1,15 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { readImageFile } from '../src/io/image-node.js';
-import { type ModelCard, readModelCardBeside } from '../src/io/model-card.js';
+import { readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy, parseNpy } from '../src/io/npy.js';
-import { CamgpuError, GpuContext, InputError, loadModel, type Model, Tensor } from '../src/node.js';
-import { preprocessImages } from '../src/preprocess.js';
+import { CamgpuError, GpuContext, InputError, loadModel, Tensor } from '../src/node.js';
 import { runBench, runMatmulBench } from './bench.js';
 import { runTrainBench } from './bench-train.js';
+import { collect, csv, meanStd, nonNegativeInt, positiveInt, UsageError } from './args.js';
+import { addExplainCommand } from './explain.js';
+import { loadInput } from './input.js';
 import { type ArchName, RECIPES, runTraining, runVerification } from './train.js';
-
-/** Thrown for a bad command line; exits with 2 like commander's own usage errors. */
-class UsageError extends Error {}
-
-function csv(v: string): string[] {
-  return v.split(',').map((s) => s.trim()).filter(Boolean);
-}
 
 function intList(v: string): number[] {
   return csv(v).map((s) => {
@@ -23,18 +17,6 @@ function intList(v: string): number[] {
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${s}' is not a positive integer`);
     return n;
   });
-}
-
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${v}' is not a positive integer`);
-  return n;
-}
-
-function nonNegativeInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new InvalidArgumentError(`'${v}' is not an integer in [0, 2^32)`);
-  return n;
 }
 
 function positiveNumber(v: string): number {
@@ -57,16 +39,6 @@ function archName(v: string): ArchName {
 /** A check that ran and failed: exit status 1 with the reason. */
 class CamgpuCheckError extends Error {}
 
-function meanStd(v: string): number[] {
-  const t = csv(v).map(Number);
-  if ((t.length !== 1 && t.length !== 3) || t.some((x) => !Number.isFinite(x))) throw new InvalidArgumentError(`'${v}' is not one or three comma-separated numbers`);
-  return t;
-}
-
-function collect(v: string, prev: string[]): string[] {
-  return [...prev, ...csv(v)];
-}
-
 /** Softmax of one row, in float64. */
 function softmax(row: Float32Array): number[] {
   const m = Math.max(...row);
@@ -84,44 +56,6 @@ function topK(row: Float32Array, k: number) {
 
 function safeFileName(name: string): string {
   return name.replace(/^\/+/, '').replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 120) || 'tensor';
-}
-
-async function loadInput(ctx: GpuContext, model: Model, card: ModelCard | null, opts: { image: string[]; inputNpy?: string; size?: string; resize: string; mean?: number[]; std?: number[]; normalize: boolean }): Promise<{ x: Tensor; names: string[] }> {
-  if (opts.inputNpy && opts.image.length) throw new UsageError('give either --image or --input-npy, not both');
-  if (opts.inputNpy) {
-    let bytes: Uint8Array;
-    try {
-      bytes = new Uint8Array(readFileSync(opts.inputNpy));
-    } catch (e) {
-      throw new InputError(`cannot read ${opts.inputNpy}: ${(e as Error).message}`);
-    }
-    const arr = parseNpy(bytes, opts.inputNpy);
-    if (arr.shape.length < 1) throw new InputError(`${opts.inputNpy}: a scalar is not a model input`);
-    const x = Tensor.fromData(ctx, arr.data, arr.shape);
-    return { x, names: Array.from({ length: arr.shape[0] }, (_, i) => `${basename(opts.inputNpy!)}[${i}]`) };
-  }
-  if (!opts.image.length) throw new UsageError('give --image FILE or --input-npy FILE');
-  // The model card (when there is one) says how images become inputs; flags override it.
-  const s = card ? [1, ...card.input] : model.defaultInputShape(1);
-  const channels = s[1];
-  if (s.length !== 4 || (channels !== 1 && channels !== 3)) throw new InputError(`${model.graph.file}: input shape [${s}] is not a batch of RGB or grayscale images; use --input-npy`);
-  let size: [number, number] = [s[2], s[3]];
-  if (opts.size) {
-    const m = /^(\d+)x(\d+)$/.exec(opts.size);
-    if (!m) throw new UsageError(`--size must look like 224x224, got '${opts.size}'`);
-    size = [Number(m[1]), Number(m[2])];
-  }
-  if (opts.resize !== 'resize' && opts.resize !== 'resize-crop') throw new UsageError(`--resize must be resize or resize-crop, got '${opts.resize}'`);
-  const perChannel = (v: number[] | undefined, what: string) => {
-    if (v && v.length === 3 && channels === 1) throw new UsageError(`--${what} takes one value per channel; the model is grayscale`);
-    return v;
-  };
-  const mean = perChannel(opts.mean, 'mean') ?? card?.mean ?? [0.485, 0.456, 0.406];
-  const std = perChannel(opts.std, 'std') ?? card?.std ?? [0.229, 0.224, 0.225];
-  const images = opts.image.map((f) => readImageFile(f));
-  const normalize = opts.normalize ? { mean, std } : null;
-  const x = preprocessImages(ctx, images, { size, mode: opts.resize, normalize, channels: channels as 1 | 3 });
-  return { x, names: opts.image.map((f) => basename(f)) };
 }
 
 interface RunCliOptions {
@@ -279,7 +213,7 @@ async function cmdInfo(o: { json: boolean }): Promise<void> {
 
 export function buildProgram(): Command {
   const program = new Command('camgpu')
-    .description('ONNX CNNs on WebGPU: forward passes, layer taps, benchmarks')
+    .description('ONNX CNNs on WebGPU: forward passes, layer taps, gradients, CAM explanations, benchmarks')
     .showHelpAfterError()
     .exitOverride();
   program.command('info').description('adapter, features and limits').option('--json', 'machine-readable output', false).action(cmdInfo);
@@ -310,6 +244,7 @@ export function buildProgram(): Command {
     .requiredOption('--out <dir>', 'write grad-input.npy, grad-<name>.npy, logits.npy and taps.json here')
     .option('--json', 'machine-readable output', false)
     .action(cmdGrad);
+  addExplainCommand(program);
   program
     .command('bench')
     .description('time forward passes: median, p10, p90 per batch, GFLOP/s, per-op GPU time')
