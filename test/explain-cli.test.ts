@@ -16,7 +16,7 @@ import { overlay, resizeBilinear, rgbaToRgb } from '../src/io/overlay.js';
 import { InputError } from '../src/runtime/errors.js';
 import { Tensor } from '../src/runtime/tensor.js';
 import { main } from '../tools/cli.js';
-import { type ExplainModule, type ExplainOptions, type ExplainResult, setExplainModule } from '../tools/explain.js';
+import { type ExplainModule, type ExplainOptions, type ExplainOutcome, setExplainModule } from '../tools/explain.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const MODEL = join(ROOT, 'models', 'fashion-vgg.onnx');
@@ -50,7 +50,7 @@ interface Call {
 function standIn(calls: Call[], failOnCall?: number): ExplainModule {
   return {
     METHOD_NAMES: NAMES,
-    explain: async (model, x, o): Promise<ExplainResult> => {
+    explain: async (model, x, o): Promise<ExplainOutcome> => {
       calls.push({ batch: x.shape[0], options: o });
       if (calls.length === failOnCall) throw new InputError('stand-in failure');
       const layers = o.layers ?? ['auto'];
@@ -89,11 +89,12 @@ function standIn(calls: Call[], failOnCall?: number): ExplainModule {
         map: Tensor.fromData(model.ctx, map, [M, H, W]),
         raw: Tensor.fromData(model.ctx, raw, [M, h, w]),
         weights: m === 'hirescam' ? null : Tensor.fromData(model.ctx, Float32Array.from({ length: M * K }, (_, i) => i), [M, K]),
+        attribution: null,
         gpuMs: null,
         wallMs: 1.5,
       }));
       return {
-        rows,
+        rows: async () => rows,
         layers: layers.map((l) => ({ requested: l, tensor: r.taps.get(l)!.tensor, shape: [M, K, h, w] })),
         methods,
         dispose: () => methods.forEach((m) => [m.map, m.raw, m.weights].forEach((t) => t?.dispose())),

@@ -14,55 +14,21 @@ import { type ModelCard, readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy } from '../src/io/npy.js';
 import { COLORMAP_NAMES, type ColormapName, cropRgb, denormalizeToRgb, isColormapName, overlay, type RgbImage, rgbaToRgb, rgbToRgba } from '../src/io/overlay.js';
 import type { Model } from '../src/model.js';
+import { explain, type ExplainOptions, type ExplainResult, type ExplainRow, METHOD_NAMES, type MethodMaps, type TargetSpec } from '../src/cam/explain.js';
 import { CamgpuError, GpuContext, InputError, loadModel, readTensors, type Tensor } from '../src/node.js';
 import { collect, csv, meanStd, nonNegativeInt, positiveInt } from './args.js';
 import { type HostInput, inputCount, type InputOptions, inputTensor, type Preprocessing, readInput, resolvePreprocessing } from './input.js';
 
 // ---------------------------------------------------------------------------------------
-// The API of src/cam/explain.ts, as this command uses it. That module is written on another
-// branch; until it lands the command loads it at run time (see loadExplainModule) and
-// `setExplainModule` lets tests put a stand-in there. `const api: ExplainModule = loaded`
-// below checks the real module against these types once it exists.
+// The method layer (src/cam/explain.ts); tests may put a stand-in in its place.
 
-export type TargetSpec = 'argmax' | number | readonly number[] | { topK: number };
+export type { ExplainOptions, ExplainResult, ExplainRow, MethodMaps, TargetSpec } from '../src/cam/explain.js';
 
-export interface ExplainOptions {
-  methods: readonly string[];
-  layers?: readonly string[];
-  targets?: TargetSpec;
-  score?: 'logit' | 'softmax';
-  seed?: number;
-  batchSize?: number;
-  /** Per-launch GPU timestamps so that gpuMs is measured (where the module supports it). */
-  profile?: boolean;
-}
-
-export interface ExplainRow {
-  image: number;
-  target: number;
-  score: number;
-}
-
-export interface MethodMaps {
-  method: string;
-  title: string;
-  map: Tensor;
-  raw: Tensor;
-  weights: Tensor | null;
-  gpuMs: number | null;
-  wallMs: number;
-}
-
-export interface ExplainResult {
-  /** One per map row (an array, or a function that reads them: both shapes are accepted). */
-  rows: readonly ExplainRow[] | (() => Promise<readonly ExplainRow[]>);
-  layers: readonly { requested: string; tensor: string; shape: readonly number[] }[];
-  methods: readonly MethodMaps[];
-  dispose(): void;
-}
+/** What the command reads of an explain result. */
+export type ExplainOutcome = Pick<ExplainResult, 'rows' | 'layers' | 'methods' | 'dispose'>;
 
 export interface ExplainModule {
-  explain: (model: Model, x: Tensor, options: ExplainOptions) => Promise<ExplainResult>;
+  explain: (model: Model, x: Tensor, options: ExplainOptions) => Promise<ExplainOutcome>;
   METHOD_NAMES: readonly string[];
 }
 
@@ -74,20 +40,7 @@ export function setExplainModule(m: ExplainModule | null): void {
 }
 
 async function loadExplainModule(): Promise<ExplainModule> {
-  if (override) return override;
-  let loaded;
-  try {
-    // @ts-ignore TS2307 while src/cam/explain.ts is not in this branch; remove at merge.
-    loaded = await import('../src/cam/explain.js');
-  } catch (e) {
-    const msg = (e as Error).message ?? String(e);
-    if (/cam[\\/]explain/.test(msg) && /cannot find|not found|failed to load|does the file exist/i.test(msg)) {
-      throw new CamgpuError('UNAVAILABLE', 'this build of camgpu has no CAM methods (src/cam/explain.ts is missing); rebuild from a checkout that has it');
-    }
-    throw e;
-  }
-  const api: ExplainModule = loaded;
-  return api;
+  return override ?? { explain, METHOD_NAMES };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -351,10 +304,10 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
     for (let from = 0; from < count; from += chunk) {
       const to = Math.min(count, from + chunk);
       const x = inputTensor(ctx, host, prep, from, to);
-      let r: ExplainResult | null = null;
+      let r: ExplainOutcome | null = null;
       try {
-        r = await api.explain(model, x, { methods: o.method, layers, targets: targetsFor(targets, from, to), score, seed: o.seed, batchSize: o.batchSize, profile: o.profile || undefined });
-        const chunkRows = typeof r.rows === 'function' ? await r.rows() : r.rows;
+        r = await api.explain(model, x, { methods: o.method, layers, targets: targetsFor(targets, from, to), score, seed: o.seed, imageOffset: from, batchSize: o.batchSize, profile: o.profile || undefined });
+        const chunkRows = await r.rows();
         const tensors: Tensor[] = [];
         for (const m of r.methods) tensors.push(m.map, m.raw, ...(m.weights ? [m.weights] : []));
         const data = await readTensors(ctx, tensors);
@@ -436,6 +389,9 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
   }
 }
 
+/** Panels per grid row. */
+const GRID_COLUMNS = 7;
+
 interface DrawArgs {
   targets: TargetSpec;
   host: HostInput;
@@ -483,7 +439,8 @@ function drawChunk(a: DrawArgs): void {
           overlays[m.method] = file;
           panels.push({ png, width: ov.width, height: ov.height, lines: [m.title, label, scoreText(r.score, a.score)] });
         }
-        grid.push(panels);
+        // Wrapped so that `--method all` stays readable: the image, then six methods a row.
+        for (let k = 0; k < panels.length; k += GRID_COLUMNS) grid.push(panels.slice(k, k + GRID_COLUMNS));
       }
       targets.push({ row: a.rowBase + j, class: cls, className: a.card?.classes?.[cls] ?? null, score: r.score, overlays });
     }

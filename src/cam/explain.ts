@@ -26,6 +26,11 @@ export interface ExplainOptions {
   score?: 'logit' | 'softmax';
   /** Seed of Random-CAM's weights. */
   seed?: number;
+  /**
+   * Index of this batch's first image in a larger set explained in several calls, so that
+   * seeded values follow the image, not its place in the call (default 0).
+   */
+  imageOffset?: number;
   /** Most images per pass (the device's binding limits may split further). */
   batchSize?: number;
   /** Per-launch GPU timestamps, attributed to each method (slower: one compute pass per launch). */
@@ -171,7 +176,16 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       if (!Number.isInteger(c) || c < 0 || c >= numClasses) throw new InputError(`explain: class ${c} of image ${i} is not in [0, ${numClasses})`);
     });
   }
-  if (methods.some((m) => m.name === 'cam')) for (const l of requestedLayers) findHead(probe.tape, probe.taps.get(l)!, l);
+  if (methods.some((m) => m.name === 'cam')) {
+    try {
+      for (const l of requestedLayers) findHead(probe.tape, probe.taps.get(l)!, l);
+    } catch (e) {
+      // 'all' means every method that applies; CAM asked for by name must say why it cannot run.
+      const byName = options.methods.some((n) => n.toLowerCase() === 'cam');
+      if (byName) throw e;
+      methods.splice(methods.findIndex((m) => m.name === 'cam'), 1);
+    }
+  }
 
   const owned: Tensor[] = [];
   const feeds = new Map<string, ProgramFeed>();
@@ -195,7 +209,8 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       feeds.set(Model.targetInput, { tensor: t, batchAxis: 0 });
     }
     // Per-row image index, for per-image random values that do not depend on the split.
-    const rowIndex = Tensor.fromData(model.ctx, Float32Array.from({ length: rows }, (_, r) => (topK > 0 ? Math.floor(r / topK) : r)), [rows], 'explain-rows');
+    const offset = options.imageOffset ?? 0;
+    const rowIndex = Tensor.fromData(model.ctx, Float32Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r)), [rows], 'explain-rows');
     owned.push(rowIndex);
     feeds.set(ROW_FEED, { tensor: rowIndex, batchAxis: 0 });
 
