@@ -173,6 +173,9 @@ function largestEntrySign(t: Tape, v: Sym): Sym {
   return t.div(at, t.add(act(t, at, { kind: 'abs' }), t.scalar(1e-30)));
 }
 
+/** Relative size of float32 round-off in a sigmoid kernel's eigenvalues, per position. */
+const KPCA_ROUNDOFF = 1e-5;
+
 /**
  * KPCA-CAM's projection (PGC get_2d_projection_kernel, scikit-learn KernelPCA defaults): the
  * centered positions × channels matrix X, the sigmoid kernel tanh(γ·X·Xᵀ + 1) with γ = 1/K,
@@ -196,7 +199,10 @@ export function kernelProjection(t: Tape, x: Sym, gamma?: number): Sym {
   const u0 = dominantEigenvector(t, shifted, 16);
   const u = t.div(u0, t.add(norm(t, u0), t.scalar(1e-30)));
   const lambda = t.reduce('sum', t.mul(u, t.matmul(kc, u)), [1, 2]);
-  const scale = act(t, relu(t, lambda), { kind: 'sqrt' });
+  // Eigenvalues within float32 round-off of the kernel (|k| ≤ 1, m positions) are zero: a
+  // degenerate kernel (constant activations) gives a zero map, not amplified noise.
+  const significant = t.where(relu(t, t.sub(lambda, t.scalar(KPCA_ROUNDOFF * m))), lambda, t.broadcast(t.scalar(0), lambda.shape));
+  const scale = act(t, significant, { kind: 'sqrt' });
   const proj = t.reshape(t.mul(u, scale), [n, m]);
   return t.reshape(t.mul(proj, largestEntrySign(t, proj)), [n, h, w]);
 }

@@ -89,25 +89,38 @@ export function writeFloats(queue: GPUQueue, buffer: GPUBuffer, byteOffset: numb
   }
 }
 
-/** Reads several tensors with one submission and one wait. */
+/**
+ * Reads several tensors with one submission and one wait, through as few staging buffers as
+ * the device's buffer size allows (usually one, so one mapAsync per read however many
+ * tensors it reads).
+ */
 export async function readTensors(ctx: GpuContext, tensors: readonly Tensor[]): Promise<Float32Array[]> {
   const encoder = ctx.device.createCommandEncoder({ label: 'readback' });
-  const staging = tensors.map((t) => {
+  const cap = Math.max(4, Math.min(ctx.limits.maxBufferSize, 1 << 30));
+  const groups: { bytes: number; parts: { t: Tensor; offset: number; size: number }[] }[] = [];
+  for (const t of tensors) {
     t.assertAlive();
     const size = Math.ceil(t.byteLength / 4) * 4;
-    const buf = ctx.pool.acquire(Math.max(4, size), BufferUsage.MAP_READ | BufferUsage.COPY_DST, 'readback');
-    if (size > 0) encoder.copyBufferToBuffer(t.buffer, t.byteOffset, buf, 0, size);
-    return { buf, size };
+    let g = groups[groups.length - 1];
+    if (!g || (g.bytes + size > cap && g.parts.length > 0)) groups.push((g = { bytes: 0, parts: [] }));
+    g.parts.push({ t, offset: g.bytes, size });
+    g.bytes += size;
+  }
+  const staging = groups.map((g) => {
+    const buf = ctx.pool.acquire(Math.max(4, g.bytes), BufferUsage.MAP_READ | BufferUsage.COPY_DST, 'readback');
+    for (const p of g.parts) if (p.size > 0) encoder.copyBufferToBuffer(p.t.buffer, p.t.byteOffset, buf, p.offset, p.size);
+    return { buf, g };
   });
   ctx.device.queue.submit([encoder.finish()]);
   try {
     await ctx.guard(Promise.all(staging.map(({ buf }) => buf.mapAsync(MapMode.READ))));
-    return staging.map(({ buf, size }) => {
-      const out = new Float32Array(size / 4);
-      if (size > 0) out.set(new Float32Array(buf.getMappedRange(0, size)));
+    const out: Float32Array[] = [];
+    for (const { buf, g } of staging) {
+      const all = g.bytes > 0 ? new Float32Array(buf.getMappedRange(0, g.bytes)) : new Float32Array(0);
+      for (const p of g.parts) out.push(all.slice(p.offset / 4, (p.offset + p.size) / 4));
       buf.unmap();
-      return out;
-    });
+    }
+    return out;
   } finally {
     for (const { buf } of staging) {
       if (buf.mapState === 'mapped') buf.unmap();
