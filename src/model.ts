@@ -120,6 +120,8 @@ export interface ModelTape {
 }
 
 const PLAN_CACHE_SIZE = 4;
+/** Analyses kept per model (BN folding over every weight is slow enough to matter per call). */
+const ANALYSIS_CACHE_SIZE = 16;
 const TARGET_INPUT = 'camgpu:target-weights';
 const INPUT_TAP = (name: string): ResolvedTap => ({ requested: 'input', tensor: name, how: 'tensor' });
 
@@ -135,6 +137,7 @@ export class Model {
   readonly ctx: GpuContext;
   readonly graph: IrGraph;
   readonly weights: WeightStore;
+  private readonly analyses = new Map<string, OpGraph>();
   /** Compiles, caches and runs this model's programs (constants of its analyses are shared through `weights`). */
   readonly runner: ProgramRunner;
   /**
@@ -186,9 +189,17 @@ export class Model {
 
   /** Static analysis (shapes, folding, fusion) for the given input shapes. */
   analyze(shapes: ReadonlyMap<string, number[]>, keep: ReadonlySet<string>, inputValues?: ReadonlyMap<string, HostTensor>): OpGraph {
+    const key = inputValues ? null : `${[...shapes].map(([n, s]) => `${n}:${s}`).join(';')}|${[...keep].sort().join(',')}`;
+    const known = key ? this.analyses.get(key) : undefined;
+    if (known) return known;
     const a = analyze(this.graph, shapes, { keep, inputValues });
     const g = optimize(a, new Set([...keep, ...a.outputs]));
-    if (!inputValues) for (const c of g.constants.keys()) this.constantNames.add(c);
+    if (key) {
+      for (const c of g.constants.keys()) this.constantNames.add(c);
+      // Analyses are pure functions of (shapes, keep); tapes copy their ops, never mutate them.
+      this.analyses.set(key, g);
+      if (this.analyses.size > ANALYSIS_CACHE_SIZE) this.analyses.delete(this.analyses.keys().next().value!);
+    }
     return g;
   }
 

@@ -70,7 +70,7 @@ async function runMethod(method: string, shape: Shape4, a: Float32Array, g: Floa
     const unused = (): Sym => {
       throw new Error('not used by this method');
     };
-    const inputs: LayerInputs = { a: A, g: G, classifierWeights: unused, uniformWeights: unused, x: A, inputGradient: unused, guidedInputGradient: unused, gradCamMap: unused };
+    const inputs: LayerInputs = { a: A, g: G, classifierWeights: unused, uniformWeights: unused, x: A, inputGradient: unused, guidedInputGradient: unused, gradCamMap: unused, sampled: () => [unused()] };
     const r = m.record(t, inputs);
     const map = finalMap(t, [layerMap(t, r.raw, size)]);
     const names = new Map([['raw', r.raw.name], ['map', map.name]]);

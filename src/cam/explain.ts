@@ -7,8 +7,9 @@ import { hostTensor } from '../runtime/host-tensor.js';
 import { formatShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import { gradients } from '../ops/autodiff.js';
+import { largestActivationBytes } from '../ops/compile.js';
 import { finalMap, finerObjective, layerMap } from './math.js';
-import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS } from './methods.js';
+import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
@@ -130,6 +131,8 @@ function findHead(t: Tape, layer: Sym, layerName: string): Head {
 }
 
 const RANK_FEED = 'camgpu:explain:rank';
+/** Most copies of one image per forward pass (bigger groups only lengthen the pass). */
+const SAMPLE_GROUP_CAP = 16;
 const ROW_FEED = 'camgpu:explain:row';
 
 /**
@@ -222,6 +225,13 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       if (m.inputLevel) results[`${m.name}:attribution`] = { batchAxis: 0 };
     }
     const needsInputGrad = methods.some((m) => m.name === 'saliency' || m.name === 'inputxgradient');
+    // Copies per group for the sampled methods: as many as fit the binding limit at once.
+    let sampleGroup = 1;
+    if (methods.some((m) => ['smoothgrad', 'integratedgradients', 'smoothgradcam++'].includes(m.name))) {
+      const one = model.tape(1, { image, taps: requestedLayers, wrt: [...requestedLayers, 'input'] });
+      sampleGroup = Math.max(1, Math.floor(model.ctx.activationBindingLimit / Math.max(4, largestActivationBytes(one.tape.graph))));
+      sampleGroup = Math.min(sampleGroup, SAMPLE_GROUP_CAP);
+    }
     const seed = options.seed ?? 0;
     const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${classes ? 'classes' : topK > 0 ? `top${topK}` : 'argmax'}|${seed}`;
     const build = (nb: number) => {
@@ -267,6 +277,50 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
         });
         return finalMap(t, perLayer);
       }));
+      // Copies of each image (noisy, or on a path) run forward and backward in this program,
+      // in groups that fit the binding limit; their weighted gradient powers are summed here.
+      const sampledSums = new Map<string, Map<string, Sym>>();
+      const sampledFor = (family: SampleFamily): Map<string, Sym> => {
+        let sums = sampledSums.get(family.name);
+        if (sums) return sums;
+        sums = t.scope(family.name, () => {
+          const out = new Map<string, Sym>();
+          const wantLayers = family.name === 'smoothgradcampp';
+          const rest = mt.input.shape.slice(1);
+          for (let s0 = 0; s0 < family.samples; s0 += sampleGroup) {
+            const gs = Math.min(sampleGroup, family.samples - s0);
+            const copies = Array.from({ length: gs }, (_, j) => t.reshape(family.transform(t, mt.input, s0 + j, rowsSym), [nb, 1, ...rest]));
+            const stacked = copies.length === 1 ? copies[0] : t.record({ kind: 'concat', inputs: copies.map((c) => c.name), axis: 1 }, null, { name: 'copies', opType: 'Concat' });
+            const xg = t.reshape(stacked, [nb * gs, ...rest]);
+            const seedRep = t.reshape(t.broadcast(t.reshape(seedSym, [nb, 1, numClasses]), [nb, gs, numClasses]), [nb * gs, numClasses]);
+            const wrt = wantLayers ? [...requestedLayers] : ['input'];
+            const ct = model.tape(nb * gs, {
+              image,
+              taps: wantLayers ? requestedLayers : [],
+              wrt,
+              target: { of: options.score ?? 'logit', weights: () => seedRep },
+              onto: { tape: t, input: xg, prefix: `${family.name}/${s0}/` },
+            });
+            const weights = t.constant(hostTensor('float32', [1, gs], Float32Array.from({ length: gs }, (_, j) => family.weight(s0 + j))));
+            for (const target of wrt) {
+              const g = ct.gradients.get(target) ?? zerosLike(t, target === 'input' ? xg : ct.taps.get(target)!);
+              const per = g.shape.slice(1);
+              const g5 = t.reshape(g, [nb, gs, ...per]);
+              const w5 = t.reshape(weights, [1, gs, ...per.map(() => 1)]);
+              for (const p of wantLayers ? [1, 2, 3] : [1]) {
+                const gp = p === 1 ? g5 : t.activation(g5, { kind: 'pow', p });
+                const sum = t.reshape(t.reduce('sum', t.mul(gp, w5), [1]), [nb, ...per]);
+                const key = `${target}|${p}`;
+                const prev = out.get(key);
+                out.set(key, prev ? t.add(prev, sum) : sum);
+              }
+            }
+          }
+          return out;
+        });
+        sampledSums.set(family.name, sums);
+        return sums;
+      };
       const layerInputs = (l: string, li: number): LayerInputs => {
         const a = mt.taps.get(l)!;
         return {
@@ -282,6 +336,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           inputGradient,
           guidedInputGradient,
           gradCamMap,
+          sampled: (family, at, powers) => powers.map((p) => sampledFor(family).get(`${at === 'input' ? 'input' : l}|${p}`)!),
         };
       };
       for (const m of methods) {

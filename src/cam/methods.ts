@@ -1,6 +1,7 @@
 import type { Sym } from '../ops/graph.js';
 import type { Tape } from '../ops/tape.js';
 import { hostTensor } from '../runtime/host-tensor.js';
+import { gaussian } from './random.js';
 import { act, channelMax, channelSum, eigenProjection, kernelProjection, normalize01, relu, spatial, weightedSum } from './math.js';
 
 /** What a method reads at one target layer. */
@@ -21,6 +22,22 @@ export interface LayerInputs {
   guidedInputGradient: () => Sym;
   /** The Grad-CAM map of this layer at input size, [N, H, W] (for Guided Grad-CAM). */
   gradCamMap: () => Sym;
+  /**
+   * Σ_s w_s·(g^p for each power p, g the gradient at this layer or at the input) over S transformed
+   * copies of each image (noisy, or on a path), with the powers of the gradient asked for:
+   * the forward and backward passes of the copies run in the same program, in groups that fit.
+   */
+  sampled: (family: SampleFamily, at: 'layer' | 'input', powers: readonly number[]) => Sym[];
+}
+
+/** Transformed copies of each image whose gradients a method averages. */
+export interface SampleFamily {
+  name: string;
+  samples: number;
+  /** The copy s of x ([n, …]): noise or a point on a path. */
+  transform: (t: Tape, x: Sym, s: number, key: Sym) => Sym;
+  /** Weight of copy s in the sum. */
+  weight: (s: number) => number;
 }
 
 export interface LayerResult {
@@ -75,6 +92,45 @@ function gradCamPlusPlusWeights(t: Tape, a: Sym, grad: Sym): Sym {
   const alpha = t.div(g2, t.add(t.add(t.mul(g2, t.scalar(2)), t.mul(sumA, g3)), t.scalar(1e-6)));
   return spatial(t, 'sum', t.mul(relu(t, grad), alpha));
 }
+
+/** Grad-CAM++'s weights from (averaged) powers of the gradient. */
+function gradCamPlusPlusFromPowers(t: Tape, a: Sym, g1: Sym, g2: Sym, g3: Sym): Sym {
+  const [n, k] = a.shape;
+  const sumA = t.reshape(spatial(t, 'sum', a), [n, k, 1, 1]);
+  const alpha = t.div(g2, t.add(t.add(t.mul(g2, t.scalar(2)), t.mul(sumA, g3)), t.scalar(1e-6)));
+  return spatial(t, 'sum', t.mul(relu(t, g1), alpha));
+}
+
+/** Per-image max − min of x [n, …], kept as [n, 1, …]. */
+function range(t: Tape, x: Sym): Sym {
+  const axes = x.shape.slice(1).map((_, i) => i + 1);
+  return t.sub(t.reduce('max', x, axes), t.reduce('min', x, axes));
+}
+
+const SMOOTH_GRADCAM_PP: SampleFamily = {
+  name: 'smoothgradcampp',
+  samples: 4,
+  transform: (t, x, s, key) => t.add(x, gaussian(t, key, x.shape, SMOOTHING_SEED, s, 0, 0.3)),
+  weight: () => 1 / 4,
+};
+
+const SMOOTHGRAD: SampleFamily = {
+  name: 'smoothgrad',
+  samples: 50,
+  transform: (t, x, s, key) => t.add(x, t.mul(gaussian(t, key, x.shape, SMOOTHING_SEED + 1, s, 0, 1), t.mul(range(t, x), t.scalar(0.15)))),
+  weight: () => 1 / 50,
+};
+
+/** 50 points α = s/49 on the straight path from the zero baseline, trapezoid weights. */
+const INTEGRATED_GRADIENTS: SampleFamily = {
+  name: 'ig',
+  samples: 50,
+  transform: (t, x, s) => t.mul(x, t.scalar(s / 49)),
+  weight: (s) => (s === 0 || s === 49 ? 0.5 : 1) / 49,
+};
+
+/** Noise streams are keyed by (this seed + family, copy, image): reproducible and split-independent. */
+const SMOOTHING_SEED = 0x5eed;
 
 export const METHODS: readonly CamMethod[] = [
   {
@@ -269,6 +325,45 @@ export const METHODS: readonly CamMethod[] = [
       return { raw: channelMax(t, act(t, attribution, { kind: 'abs' })), weights: null, attribution };
     },
     final: (t, raw) => normalize01(t, raw),
+  },
+  {
+    name: 'smoothgradcam++',
+    title: 'Smooth Grad-CAM++',
+    needs: 'class',
+    hasWeights: true,
+    reference: 'TC SmoothGradCAMpp (SPEC: Grad-CAM++ with g, g², g³ averaged over 4 copies + N(0, 0.3²))',
+    record: (t, l) => {
+      const [g1, g2, g3] = l.sampled(SMOOTH_GRADCAM_PP, 'layer', [1, 2, 3]);
+      const w = gradCamPlusPlusFromPowers(t, l.a, g1, g2, g3);
+      return { raw: weightedSum(t, l.a, w), weights: w };
+    },
+  },
+  {
+    name: 'smoothgrad',
+    title: 'SmoothGrad',
+    needs: 'class',
+    hasWeights: false,
+    inputLevel: true,
+    reference: 'CAPTUM NoiseTunnel(Saliency), smoothgrad: mean |∂y_c/∂x| over 50 copies + N(0, σ²), σ = 0.15·(max x − min x); map max_c',
+    record: (t, l) => {
+      const [mean] = l.sampled(SMOOTHGRAD, 'input', [1]);
+      return { raw: channelMax(t, act(t, mean, { kind: 'abs' })), weights: null, attribution: mean };
+    },
+    final: (t, raw) => normalize01(t, raw),
+  },
+  {
+    name: 'integratedgradients',
+    title: 'Integrated Gradients',
+    needs: 'class',
+    hasWeights: false,
+    inputLevel: true,
+    reference: 'CAPTUM IntegratedGradients: x ⊙ ∫₀¹ ∂y_c/∂x(αx) dα, zero baseline, 50 points, trapezoid; map |Σ_c|',
+    record: (t, l) => {
+      const [avg] = l.sampled(INTEGRATED_GRADIENTS, 'input', [1]);
+      const attribution = t.mul(l.x, avg);
+      return { raw: channelSum(t, attribution), weights: null, attribution };
+    },
+    final: (t, raw) => normalize01(t, act(t, raw, { kind: 'abs' })),
   },
   {
     name: 'randomcam',
