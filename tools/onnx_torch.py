@@ -10,6 +10,10 @@ ONNX graph as a torch module whose submodules are named after torch's ONNX scope
   * every ONNX node becomes one leaf module (Conv, Relu, Gemm, ...) holding its
     initializers as parameters (so PGC's `next(model.parameters())` works and the
     activations it hooks require grad);
+  * a Relu node is a `torch.nn.ReLU` (subclass `ReluNode`) called with its input
+    tensor, not a generic node module: Captum's GuidedBackprop / Deconvolution find
+    the ReLUs to modify by `isinstance(module, nn.ReLU)` and hook a module whose
+    forward takes one tensor (tools/gen_baseline_fixtures.py);
   * every scope of the node names becomes a `Scope` container module at the torch
     module path that the scope stands for: node `/layer2/layer2.0/relu_1/Relu`
     lives in scopes `layer2`, `layer2.0` and `layer2.0.relu_1`, node
@@ -125,6 +129,26 @@ class Node(nn.Module):
         return _TORCH_OPS[self.op](ins, self.attrs, self.onnx_name)
 
 
+class ReluNode(nn.ReLU):
+    """An ONNX Relu node as a torch.nn.ReLU module (not in place), so that hooks keyed
+    on the nn.ReLU type (Captum's GuidedBackprop) see it.  Called with the input
+    tensor itself; same bookkeeping attributes as Node."""
+
+    def __init__(self, node, consts):
+        super().__init__(inplace=False)
+        self.onnx_name = node.name
+        self.op = node.op_type
+        self.inputs = list(node.input)
+        self.outputs = list(node.output)
+        self.attrs = _attrs(node)
+        if len(self.inputs) != 1 or self.inputs[0] in consts:
+            raise NotImplementedError("onnx_torch: Relu node %s on a constant" % node.name)
+
+
+def make_node(node, consts):
+    return ReluNode(node, consts) if node.op_type == "Relu" else Node(node, consts)
+
+
 def _t_conv(i, a, name):
     return F.conv2d(i[0], i[1], i[2] if len(i) > 2 else None, stride=a.get("strides", 1),
                     padding=_sym_pads(a.get("pads", [0, 0, 0, 0]), name),
@@ -230,7 +254,7 @@ class OnnxModule(nn.Module):
                 j += 1
                 name = "%s_%d" % (leaf, j)
             path = (scopes[-1] + "." if scopes else "") + name
-            parent.add_module(name, Node(n, consts))
+            parent.add_module(name, make_node(n, consts))
             closes = [sp for sp in reversed(scopes) if last_in_scope[sp] == k]
             self._order.append((path, closes))
         self.scope_nodes = {sp: nodes[k].name for sp, k in last_in_scope.items()}
@@ -241,7 +265,7 @@ class OnnxModule(nn.Module):
             node = self.get_submodule(path)
             if len(node.outputs) != 1:
                 raise NotImplementedError("onnx_torch: multi-output node %s" % node.onnx_name)
-            y = node(env)
+            y = node(env[node.inputs[0]]) if isinstance(node, ReluNode) else node(env)
             for sp in closes:
                 y = self.get_submodule(sp)(y)
             env[node.outputs[0]] = y
