@@ -22,3 +22,6 @@ export type { HostTensor } from './runtime/host-tensor.js';
 export { parseNpy, formatNpy, type NpyArray } from './io/npy.js';
 export { COLORMAP_NAMES, type ColormapName, colormapLut, colormapRgb, colorize, overlay, type OverlayOptions, resizeBilinear, denormalizeToRgb, type RgbImage, type RgbaPixels } from './io/overlay.js';
 export { gridSvg, type GridPanel, type GridLayout, type GridSvg } from './io/grid.js';
+export { explain, resolveMethods, METHOD_NAMES, type ExplainOptions, type ExplainResult, type ExplainRow, type MethodMaps, type TargetSpec } from './cam/explain.js';
+export { METHODS, type CamMethod } from './cam/methods.js';
+export * from './cam/api.js';

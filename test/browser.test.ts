@@ -64,7 +64,7 @@ describe('browser page (headless Chromium, WebGPU)', () => {
     }
     // Always test a fresh bundle of the current sources (esbuild takes well under a second).
     execFileSync(process.execPath, [join(ROOT, 'tools', 'build-web.mjs')], { cwd: ROOT, stdio: 'pipe' });
-    server = await serveStatic({ '/': join(ROOT, 'web'), '/fixtures/': FIXTURES });
+    server = await serveStatic({ '/': join(ROOT, 'web'), '/fixtures/': FIXTURES, '/models/': join(ROOT, 'models') });
     // chromium.launch gives every run a fresh temporary profile (its --user-data-dir).
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 30_000 });
     page = await browser.newPage();
@@ -128,6 +128,34 @@ describe('browser page (headless Chromium, WebGPU)', () => {
     console.log(`relative error: page vs node ${vsNode.toExponential(2)}, page vs PyTorch ${vsTorch.toExponential(2)}`);
     expect(vsNode).toBeLessThanOrEqual(1e-4);
     expect(vsTorch).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('Grad-CAM and Random-CAM in the page equal Node’s maps for the same inputs (seeded values included)', async () => {
+    dumpOnFailure();
+    const inputUrl = '/fixtures/cam/inputs/fashion-coat-shirt-sneaker-56x56.npy';
+    const web = await withTimeout(
+      page.evaluate(([a, b]) => window.camgpu.explainModel(a, b, ['gradcam', 'randomcam'], [4, 6, 9]), ['/models/fashion-vgg.onnx', inputUrl] as const),
+      60_000,
+      'explainModel',
+    );
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(ROOT, 'models', 'fashion-vgg.onnx'))));
+    const input = npy(join(FIXTURES, 'cam', 'inputs', 'fashion-coat-shirt-sneaker-56x56.npy'));
+    const x = Tensor.fromData(ctx, input.data, input.shape);
+    const { explain } = await import('../src/cam/explain.js');
+    const r = await explain(model, x, { methods: ['gradcam', 'randomcam'], targets: [4, 6, 9] });
+    const node = await Promise.all(r.methods.map((m) => m.map.read()));
+    r.dispose();
+    x.dispose();
+    await model.dispose();
+    expect(web.targets).toEqual([4, 6, 9]);
+    expect(web.shape).toEqual([3, 56, 56]);
+    ['gradcam', 'randomcam'].forEach((method, i) => {
+      let err = 0;
+      web.maps[method].forEach((v, j) => (err = Math.max(err, Math.abs(v - node[i][j]))));
+      console.log(`${method}: page vs node max abs difference ${err.toExponential(2)}`);
+      expect(err, method).toBeLessThanOrEqual(1e-4);
+    });
   });
 
   it("the page's own UI prints the adapter and PyTorch's top-5 classes", async () => {

@@ -4,7 +4,7 @@
  * `window.camgpu` so that test/browser.test.ts can drive the same code path.
  * Imports only the platform-neutral entry point (never src/node.ts or `webgpu`).
  */
-import { type AdapterDescription, CamgpuError, GpuContext, InputError, Model, parseNpy, Tensor } from '../src/index.js';
+import { type AdapterDescription, CamgpuError, explain, GpuContext, InputError, Model, parseNpy, readTensors, Tensor } from '../src/index.js';
 
 export interface PageRunResult {
   /** Name of the graph output returned (the model's first output). */
@@ -17,8 +17,16 @@ export interface PageRunResult {
   timings: { fetchMs: number; importMs: number; runMs: number };
 }
 
+export interface PageExplainResult {
+  /** Per method: its final maps [N, H, W], row-major. */
+  maps: Record<string, number[]>;
+  targets: number[];
+  shape: number[];
+}
+
 export interface CamgpuPageApi {
   runModel(modelUrl: string, inputNpyUrl: string): Promise<PageRunResult>;
+  explainModel(modelUrl: string, inputNpyUrl: string, methods: string[], targets?: number[]): Promise<PageExplainResult>;
   adapter(): Promise<AdapterDescription>;
 }
 
@@ -97,8 +105,34 @@ function describeError(e: unknown): string {
   return String(e);
 }
 
+/** explain() in the page, as the CLI and the library run it in Node. */
+async function explainModel(modelUrl: string, inputNpyUrl: string, methods: string[], targets?: number[]): Promise<PageExplainResult> {
+  const ctx = await gpu();
+  const [modelBytes, inputBytes] = await Promise.all([fetchBytes(modelUrl), fetchBytes(inputNpyUrl)]);
+  const model = Model.fromBytes(ctx, modelBytes, { name: modelUrl });
+  const input = parseNpy(inputBytes, inputNpyUrl);
+  const x = Tensor.fromData(ctx, input.data, input.shape);
+  try {
+    const r = await explain(model, x, { methods, targets });
+    try {
+      const maps = await readTensors(ctx, r.methods.map((m) => m.map));
+      return {
+        maps: Object.fromEntries(r.methods.map((m, i) => [m.method, Array.from(maps[i])])),
+        targets: (await r.rows()).map((row) => row.target),
+        shape: [...r.methods[0].map.shape],
+      };
+    } finally {
+      r.dispose();
+    }
+  } finally {
+    x.dispose();
+    await model.dispose();
+  }
+}
+
 window.camgpu = {
   runModel,
+  explainModel,
   adapter: async () => (await gpu()).adapterInfo,
 };
 
