@@ -109,4 +109,53 @@ describe('gradient baselines match Captum', () => {
     x.dispose();
     await model.dispose();
   });
+
+  it('Smooth Grad-CAM++ is Grad-CAM++ on g, g², g³ averaged over 4 noisy copies (N(0, 0.3²) from the generator)', async () => {
+    const { ctx, model, x, data } = await load('fashion-vgg');
+    const targets = [4, 6, 9];
+    const layer = 'features.9';
+    const r = await explain(model, x, { methods: ['smoothgradcam++'], layers: [layer], targets });
+    const [raw, weights] = await readTensors(ctx, [r.methods[0].raw, r.methods[0].weights!]);
+    r.dispose();
+    const clean = await model.run(x, { taps: [layer] });
+    const A = await clean.taps.get(layer)!.value.read();
+    const [n, K, h, w] = clean.taps.get(layer)!.value.shape;
+    clean.taps.get(layer)!.value.dispose();
+    for (const t of clean.outputs.values()) t.dispose();
+    const per = data.length / n;
+    const g1 = new Float64Array(A.length);
+    const g2 = new Float64Array(A.length);
+    const g3 = new Float64Array(A.length);
+    for (let s = 0; s < 4; s++) {
+      const z = randomRef([0, 1, 2], per, { dist: 'normal', seed: 0x5eed, stream: s, a: 0, b: 0.3 });
+      const xn = Tensor.fromData(ctx, Float32Array.from(data, (v, i) => v + z[i]), x.shape);
+      const g = await model.grad(xn, { wrt: [layer], target: { classes: targets } });
+      const gv = await g.gradients.get(layer)!.value.read();
+      g.gradients.get(layer)!.value.dispose();
+      for (const t of g.outputs.values()) t.dispose();
+      xn.dispose();
+      gv.forEach((v, i) => {
+        g1[i] += v / 4;
+        g2[i] += (v * v) / 4;
+        g3[i] += (v * v * v) / 4;
+      });
+    }
+    const hw = h * w;
+    const wantW = new Float64Array(n * K);
+    const wantRaw = new Float64Array(n * hw);
+    for (let i = 0; i < n; i++)
+      for (let k = 0; k < K; k++) {
+        const base = (i * K + k) * hw;
+        let sumA = 0;
+        for (let p = 0; p < hw; p++) sumA += A[base + p];
+        let wk = 0;
+        for (let p = 0; p < hw; p++) wk += Math.max(g1[base + p], 0) * (g2[base + p] / (2 * g2[base + p] + sumA * g3[base + p] + 1e-6));
+        wantW[i * K + k] = wk;
+        for (let p = 0; p < hw; p++) wantRaw[i * hw + p] += wk * A[base + p];
+      }
+    expect(maxRelDiff(weights, wantW)).toBeLessThan(1e-3);
+    expect(maxRelDiff(raw, wantRaw)).toBeLessThan(1e-3);
+    x.dispose();
+    await model.dispose();
+  });
 });

@@ -6,7 +6,7 @@ import { Model } from '../src/model.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { FIXTURES, npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
-import { finishPgc, type Maps } from './reference/cam.js';
+import { finishPgc, type Feat, layerCamFusion, type Maps, type Shape4 } from './reference/cam.js';
 
 /**
  * camgpu's explain() on the GPU against pytorch-grad-cam's own outputs (test/fixtures/cam,
@@ -112,5 +112,30 @@ describe('explain() matches pytorch-grad-cam', () => {
       x.dispose();
       await model.dispose();
     }
+  });
+
+  it('several layers: PGC\'s mean aggregation (LayerCAM on layer1 + layer2), and LayerCAM\'s own max-tanh fusion', async () => {
+    const ctx = await gpu();
+    const name = 'fashion-resnet';
+    const m = meta(name) as Meta & { multilayer: { layers: string[]; final: string; activations: Record<string, string>; gradients: Record<string, string> } };
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, m.model.file))));
+    const input = npy(join(REPO, m.input.file));
+    const x = Tensor.fromData(ctx, input.data, input.shape);
+    const layers = m.multilayer.layers;
+    const mean = await explain(model, x, { methods: ['layercam'], layers, targets: m.targets });
+    const fused = await explain(model, x, { methods: ['layercam'], layers, targets: m.targets, fusion: 'layercam' });
+    const [meanMap, fusedMap] = await readTensors(ctx, [mean.methods[0].map, fused.methods[0].map]);
+    mean.dispose();
+    fused.dispose();
+    x.dispose();
+    await model.dispose();
+    expect(maxAbsDiff(meanMap, maps(name, m.multilayer.final).data)).toBeLessThan(TOL);
+    const feat = (f: string): Feat => {
+      const a = npy(join(DIR, name, f));
+      return { data: a.data, shape: a.shape as Shape4 };
+    };
+    const [H, W] = m.inputSize;
+    const want = layerCamFusion(layers.map((l) => ({ A: feat(m.multilayer.activations[l]), G: feat(m.multilayer.gradients[l]) })), H, W);
+    expect(maxAbsDiff(fusedMap, want.data)).toBeLessThan(TOL);
   });
 });

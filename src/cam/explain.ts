@@ -8,7 +8,7 @@ import { formatShape } from '../runtime/shape.js';
 import { Tensor } from '../runtime/tensor.js';
 import { gradients } from '../ops/autodiff.js';
 import { largestActivationBytes } from '../ops/compile.js';
-import { finalMap, finerObjective, layerMap } from './math.js';
+import { finalMap, finerObjective, fuseLayerCam, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
 
@@ -36,6 +36,12 @@ export interface ExplainOptions {
   batchSize?: number;
   /** Per-launch GPU timestamps, attributed to each method (slower: one compute pass per launch). */
   profile?: boolean;
+  /**
+   * How several layers combine: 'mean' (default, as pytorch-grad-cam does for every method:
+   * the mean of the per-layer normalized maps, normalized) or 'layercam' (LayerCAM's own:
+   * shallow layers tanh-scaled, fused by max).
+   */
+  fusion?: 'mean' | 'layercam';
 }
 
 export interface MethodMaps {
@@ -233,7 +239,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       sampleGroup = Math.min(sampleGroup, SAMPLE_GROUP_CAP);
     }
     const seed = options.seed ?? 0;
-    const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${classes ? 'classes' : topK > 0 ? `top${topK}` : 'argmax'}|${seed}`;
+    const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${options.fusion ?? 'mean'}|${classes ? 'classes' : topK > 0 ? `top${topK}` : 'argmax'}|${seed}`;
     const build = (nb: number) => {
       const mt = model.tape(nb, {
         image,
@@ -342,6 +348,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       for (const m of methods) {
         t.scope(m.name, () => {
           const perLayer: Sym[] = [];
+          const raws: Sym[] = [];
           if (m.inputLevel) {
             const r = m.record(t, layerInputs(requestedLayers[0], 0));
             keep(`${m.name}:raw`, r.raw);
@@ -357,10 +364,11 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
               keep(`${m.name}:raw`, r.raw);
               if (r.weights) keep(`${m.name}:weights`, r.weights);
             }
+            raws.push(r.raw);
             perLayer.push(layerMap(t, r.raw, size));
             if (m.final && li === 0) keep(`${m.name}:map`, m.final(t, r.raw, size));
           });
-          if (!m.final) keep(`${m.name}:map`, finalMap(t, perLayer));
+          if (!m.final) keep(`${m.name}:map`, options.fusion === 'layercam' && raws.length > 1 ? fuseLayerCam(t, raws, size) : finalMap(t, perLayer));
         });
       }
       return { graph: t.graph, names, shared: (n: string) => model.isModelConstant(n) };

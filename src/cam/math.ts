@@ -86,6 +86,24 @@ export function finalMap(t: Tape, perLayer: readonly Sym[]): Sym {
   return normalize01(t, relu(t, mean));
 }
 
+/**
+ * LayerCAM's own multi-layer fusion (Jiang et al., SPEC §1): each layer's relu'd map resized
+ * to the input, the shallow ones (all but the last given) scaled by tanh(2·L / max L), fused
+ * by an elementwise max, then normalized.
+ */
+export function fuseLayerCam(t: Tape, raws: readonly Sym[], size: readonly [number, number], gamma = 2): Sym {
+  let fused: Sym | null = null;
+  raws.forEach((raw, l) => {
+    let m = upsample(t, relu(t, raw), size);
+    if (l < raws.length - 1) {
+      const peak = t.add(t.reduce('max', m, perItemAxes(m)), t.scalar(1e-30));
+      m = act(t, t.mul(t.div(m, peak), t.scalar(gamma)), { kind: 'tanh' });
+    }
+    fused = fused ? t.where(relu(t, t.sub(m, fused)), m, fused) : m;
+  });
+  return normalize01(t, fused!);
+}
+
 /** A constant [rows, cols] identity, for diagonals. */
 export function eye(t: Tape, n: number): Sym {
   const d = new Float32Array(n * n);
