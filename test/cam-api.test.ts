@@ -139,4 +139,29 @@ describe('explain()', () => {
     await expect(explain(vgg, x, { methods: ['gradcam'], layers: ['classifier.0'] })).rejects.toThrow(/Spatial layers: .*features/);
     await expect(explain(vgg, x, { methods: ['gradcam'], layers: ['no.such.layer'] })).rejects.toThrow(InputError);
   });
+
+  it('a weight vector per image is a target (one-hot weights give the class list’s maps); Finer-CAM wraps another method', async () => {
+    const onehot = new Float32Array(3 * 10);
+    [4, 6, 9].forEach((c, i) => (onehot[i * 10 + c] = 1));
+    const w = Tensor.fromData(ctx, onehot, [3, 10]);
+    const a = await explain(vgg, x, { methods: ['gradcam'], targets: { weights: w } });
+    const b = await explain(vgg, x, { methods: ['gradcam'], targets: [4, 6, 9] });
+    const [ma, mb] = await readTensors(ctx, [a.methods[0].map, b.methods[0].map]);
+    expect(Array.from(ma)).toEqual(Array.from(mb));
+    expect((await a.rows()).map((r) => r.target)).toEqual([4, 6, 9]);
+    a.dispose();
+    b.dispose();
+    const flat = Tensor.fromData(ctx, onehot, [30]);
+    await expect(explain(vgg, x, { methods: ['gradcam'], targets: { weights: flat } })).rejects.toThrow(/one weight vector per image/);
+    flat.dispose();
+    w.dispose();
+    const f = await explain(vgg, x, { methods: ['finercam'], finerBase: 'hirescam', targets: [4, 6, 9] });
+    const g = await explain(vgg, x, { methods: ['finercam'], targets: [4, 6, 9] });
+    const [mf, mg] = await readTensors(ctx, [f.methods[0].map, g.methods[0].map]);
+    expect(f.methods[0].weights).toBeNull();
+    expect(Array.from(mf)).not.toEqual(Array.from(mg));
+    f.dispose();
+    g.dispose();
+    await expect(explain(vgg, x, { methods: ['finercam'], finerBase: 'eigencam' })).rejects.toThrow(/Finer-CAM wraps a gradient CAM/);
+  });
 });

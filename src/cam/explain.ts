@@ -14,7 +14,11 @@ import { uniformSigned } from './random.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
 
-export type TargetSpec = 'argmax' | number | readonly number[] | { topK: number };
+/**
+ * Whose score to explain: 'argmax' (on the GPU), one class for all, one per image, each
+ * image's K best classes, or a weight vector per image (a GPU tensor [N, C]: y = Σ_c w_c f_c).
+ */
+export type TargetSpec = 'argmax' | number | readonly number[] | { topK: number } | { weights: Tensor };
 
 export interface ExplainOptions {
   /** Method names, or ['all']. */
@@ -42,6 +46,8 @@ export interface ExplainOptions {
    * shallow layers tanh-scaled, fused by max).
    */
   fusion?: 'mean' | 'layercam';
+  /** The gradient method Finer-CAM wraps (default 'gradcam'): it runs on Finer-CAM's objective. */
+  finerBase?: string;
 }
 
 export interface MethodMaps {
@@ -156,13 +162,19 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
   const image = x.shape.slice(1);
   const requestedLayers = options.layers && options.layers.length > 0 ? options.layers : ['auto'];
   const needsGrad = methods.some((m) => m.needs === 'class');
+  const finerBase = METHOD_BY_NAME.get(options.finerBase ?? 'gradcam');
+  if (!finerBase || finerBase.needs !== 'class' || finerBase.inputLevel || finerBase.name.startsWith('smooth')) {
+    const usable = METHODS.filter((m) => m.needs === 'class' && !m.inputLevel && !m.name.startsWith('smooth')).map((m) => m.name);
+    throw new InputError(`explain: Finer-CAM wraps a gradient CAM at a layer; '${options.finerBase}' is not one (use one of ${usable.join(', ')})`);
+  }
   const size: [number, number] = [image[image.length - 2], image[image.length - 1]];
   if (image.length !== 3) throw new ShapeError('explain input', `expects NCHW images, got ${formatShape(x.shape)}`);
 
   // Rows: one per (image, target). topK repeats each image K times.
   const spec = options.targets ?? 'argmax';
-  const topK = typeof spec === 'object' && !Array.isArray(spec) ? (spec as { topK: number }).topK : 0;
-  if (typeof spec === 'object' && !Array.isArray(spec) && (!Number.isInteger(topK) || topK < 1)) throw new InputError(`explain: topK must be a whole number ≥ 1, got ${topK}`);
+  const weightsTarget = typeof spec === 'object' && 'weights' in spec ? spec.weights : null;
+  const topK = typeof spec === 'object' && 'topK' in spec ? spec.topK : 0;
+  if (typeof spec === 'object' && 'topK' in spec && (!Number.isInteger(topK) || topK < 1)) throw new InputError(`explain: topK must be a whole number ≥ 1, got ${topK}`);
   const rows = topK > 0 ? batch * topK : batch;
 
   // Probe a tape at one image: shapes, layers, the class count.
@@ -184,6 +196,12 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     classes.forEach((c, i) => {
       if (!Number.isInteger(c) || c < 0 || c >= numClasses) throw new InputError(`explain: class ${c} of image ${i} is not in [0, ${numClasses})`);
     });
+  }
+  if (weightsTarget) {
+    weightsTarget.assertAlive();
+    if (formatShape(weightsTarget.shape) !== formatShape([batch, numClasses])) {
+      throw new ShapeError('explain: target weights', `must be [${batch}, ${numClasses}] (one weight vector per image), got ${formatShape(weightsTarget.shape)}`);
+    }
   }
   if (methods.some((m) => m.name === 'cam')) {
     try {
@@ -210,6 +228,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       feeds.set(RANK_FEED, { tensor: t, batchAxis: 0 });
     }
     feeds.set(model.inputName, { tensor: input, batchAxis: 0 });
+    if (weightsTarget) feeds.set(Model.targetInput, { tensor: weightsTarget, batchAxis: 0 });
     if (classes) {
       const w = new Float32Array(rows * numClasses);
       classes.forEach((c, i) => (w[i * numClasses + c] = 1));
@@ -227,7 +246,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     for (const m of methods) {
       results[`${m.name}:map`] = { batchAxis: 0 };
       results[`${m.name}:raw`] = { batchAxis: 0 };
-      if (m.hasWeights) results[`${m.name}:weights`] = { batchAxis: 0 };
+      if (m.hasWeights) results[`${m.name}:weights`] = { batchAxis: 0, optional: true };
       if (m.inputLevel) results[`${m.name}:attribution`] = { batchAxis: 0 };
     }
     const needsInputGrad = methods.some((m) => m.name === 'saliency' || m.name === 'inputxgradient');
@@ -239,13 +258,13 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       sampleGroup = Math.min(sampleGroup, SAMPLE_GROUP_CAP);
     }
     const seed = options.seed ?? 0;
-    const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${options.fusion ?? 'mean'}|${classes ? 'classes' : topK > 0 ? `top${topK}` : 'argmax'}|${seed}`;
+    const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${options.fusion ?? 'mean'}|${classes ? 'classes' : weightsTarget ? 'weights' : topK > 0 ? `top${topK}` : 'argmax'}|${options.finerBase ?? 'gradcam'}|${seed}`;
     const build = (nb: number) => {
       const mt = model.tape(nb, {
         image,
         taps: requestedLayers,
         wrt: [...(needsGrad ? requestedLayers : []), ...(needsInputGrad ? ['input'] : [])],
-        target: { of: options.score ?? 'logit', weights: topK > 0 ? (tp, logits) => topKSeed(tp, logits, nb, topK) : classes ? 'feed' : 'argmax' },
+        target: { of: options.score ?? 'logit', weights: topK > 0 ? (tp, logits) => topKSeed(tp, logits, nb, topK) : classes || weightsTarget ? 'feed' : 'argmax' },
       });
       const t = mt.tape;
       const names = new Map<string, string>();
@@ -359,7 +378,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           requestedLayers.forEach((l, li) => {
             const base = layerInputs(l, li);
             const inputs: LayerInputs = { ...base, g: m.needs === 'class' ? base.g : m.needs === 'finer' ? finerGrads!.get(l)! : null };
-            const r = m.record(t, inputs);
+            const r = m.needs === 'finer' ? finerBase.record(t, inputs) : m.record(t, inputs);
             if (li === 0) {
               keep(`${m.name}:raw`, r.raw);
               if (r.weights) keep(`${m.name}:weights`, r.weights);

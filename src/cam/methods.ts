@@ -255,10 +255,10 @@ export const METHODS: readonly CamMethod[] = [
     title: 'Finer-CAM',
     hasWeights: true,
     needs: 'finer',
-    reference: 'PGC finer_cam.py: Grad-CAM of Σ_j p_j (y_c − y_j)/(Σ_j p_j + 1e-9) over the 3 nearest classes',
-    record: (t, l) => {
-      const w = spatial(t, 'mean', g(l));
-      return { raw: weightedSum(t, l.a, w), weights: w };
+    reference: 'PGC finer_cam.py: a gradient CAM (Grad-CAM by default, option finerBase) of Σ_j p_j (y_c − y_j)/(Σ_j p_j + 1e-9) over the 3 nearest classes',
+    // explain() runs the wrapped method's recording on this objective's gradients.
+    record: () => {
+      throw new Error('internal: Finer-CAM records through the method it wraps');
     },
   },
   {
