@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ACTIVATION_KINDS, type Activation, type ActivationKind, type ActivationOf, activateCpu, activationGradientReads } from '../src/ops/activation.js';
+import { gatherRowsRef } from '../src/ops/gather.js';
 import { randomRef } from '../src/ops/random.js';
 import { gradients } from '../src/ops/autodiff.js';
 import { compilePlan } from '../src/ops/compile.js';
@@ -338,6 +339,12 @@ const CASES: { [K in OpKind]: Case[] } = {
       ref: ([rows]) => randomRef(rows, 20, attrs),
     };
   }),
+  gather_rows: [{
+    name: 'rows of a whole table at per-image indices (one out of range: zeros)',
+    feeds: [whole([5, 2, 3]), { shape: (n) => [n], batched: true, values: 'index' }],
+    record: (t, [table, idx]) => t.gatherRows(table, t.add(t.mul(idx, t.scalar(2)), t.scalar(-1))),
+    ref: ([table, idx]) => gatherRowsRef(table, 5, Array.from(idx, (v) => 2 * v - 1)),
+  }],
   onehot_argmax: [{
     name: 'one-hot rows',
     feeds: [batched([6], 'distinct')],

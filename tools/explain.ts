@@ -71,7 +71,7 @@ export function checkMethods(names: readonly string[], known: readonly string[])
   if (names.length === 0) throw new InputError(`give --method NAME[,NAME…]; known methods: ${known.join(', ')}, all`);
   const keys = new Set(known.map(methodKey));
   for (const n of names) {
-    if (methodKey(n) !== 'all' && !keys.has(methodKey(n))) throw new InputError(`unknown method '${n}'; known methods: ${known.join(', ')}, all`);
+    if (methodKey(n) !== 'all' && methodKey(n) !== 'sweeps' && !keys.has(methodKey(n))) throw new InputError(`unknown method '${n}'; known methods: ${known.join(', ')}, all, sweeps`);
   }
 }
 
@@ -486,7 +486,7 @@ export function addExplainCommand(program: Command): void {
     .option('--image <files>', 'PNG/JPEG image(s), comma-separated or repeated', collect, [])
     .option('--images <dir>', 'every PNG/JPEG file of a folder (with a progress bar)')
     .option('--input-npy <file>', 'float32 NCHW .npy batch, used as is (overlays drawn over it de-normalized)')
-    .requiredOption('--method <names>', "methods, comma-separated (gradcam,hirescam,…), or 'all'", collect, [])
+    .requiredOption('--method <names>', "methods, comma-separated (gradcam,hirescam,…), 'all' (every single-pass method) or 'sweeps' (Score-CAM, SS-CAM, IS-CAM)", collect, [])
     .option('--layer <names>', "target layer(s): 'auto', tensor names, node names or torch module paths", collect, [])
     .option('--class <c>', "whose score to explain: 'argmax', one class K for all, K1,K2,… one per input, or topK (e.g. top3)", 'argmax')
     .option('--score <s>', "y_c is the 'logit' or the 'softmax' probability", 'logit')

@@ -11,6 +11,7 @@ import { largestActivationBytes } from '../ops/compile.js';
 import { finalMap, finerObjective, fuseLayerCam, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
+import { runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
 
@@ -48,6 +49,10 @@ export interface ExplainOptions {
   fusion?: 'mean' | 'layercam';
   /** The gradient method Finer-CAM wraps (default 'gradcam'): it runs on Finer-CAM's objective. */
   finerBase?: string;
+  /** Score sweeps upsample their activation masks with align_corners = true (pytorch-grad-cam's Score-CAM). */
+  alignCorners?: boolean;
+  /** Score sweeps subtract y_c(x) from every score before the softmax (torch-cam). */
+  scoreBaseline?: boolean;
 }
 
 export interface MethodMaps {
@@ -94,12 +99,14 @@ export function resolveMethods(names: readonly string[]): CamMethod[] {
   const out: CamMethod[] = [];
   for (const raw of names) {
     const key = raw.toLowerCase().replace(/[-_ ]/g, '');
-    if (key === 'all') {
-      for (const m of METHODS) if (!out.includes(m)) out.push(m);
+    // 'all': every method of the shared passes (the score sweeps run hundreds to thousands of
+    // passes per image and are asked for by name, or together as 'sweeps').
+    if (key === 'all' || key === 'sweeps') {
+      for (const m of METHODS) if (!out.includes(m) && (key === 'all') === !m.sweep) out.push(m);
       continue;
     }
     const m = METHOD_BY_NAME.get(key) ?? METHOD_BY_NAME.get(key.replace(/plusplus$/, '++'));
-    if (!m) throw new InputError(`unknown method '${raw}'; known methods: ${METHOD_NAMES.join(', ')}, all`);
+    if (!m) throw new InputError(`unknown method '${raw}'; known methods: ${METHOD_NAMES.join(', ')}, all, sweeps`);
     if (!out.includes(m)) out.push(m);
   }
   return out;
@@ -243,7 +250,13 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     feeds.set(ROW_FEED, { tensor: rowIndex, batchAxis: 0 });
 
     const results: Record<string, ProgramResultSpec> = { target: { batchAxis: 0 }, score: { batchAxis: 0 } };
+    const sweeps = methods.filter((m) => m.sweep);
+    if (sweeps.length) {
+      results['sweep:a'] = { batchAxis: 0 };
+      results['sweep:seed'] = { batchAxis: 0 };
+    }
     for (const m of methods) {
+      if (m.sweep) continue;
       results[`${m.name}:map`] = { batchAxis: 0 };
       results[`${m.name}:raw`] = { batchAxis: 0 };
       if (m.hasWeights) results[`${m.name}:weights`] = { batchAxis: 0, optional: true };
@@ -258,6 +271,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       sampleGroup = Math.min(sampleGroup, SAMPLE_GROUP_CAP);
     }
     const seed = options.seed ?? 0;
+    const sweepMs = new Map<string, number>();
     const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${options.fusion ?? 'mean'}|${classes ? 'classes' : weightsTarget ? 'weights' : topK > 0 ? `top${topK}` : 'argmax'}|${options.finerBase ?? 'gradcam'}|${seed}`;
     const build = (nb: number) => {
       const mt = model.tape(nb, {
@@ -364,7 +378,12 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           sampled: (family, at, powers) => powers.map((p) => sampledFor(family).get(`${at === 'input' ? 'input' : l}|${p}`)!),
         };
       };
+      if (sweeps.length) {
+        keep('sweep:a', mt.taps.get(requestedLayers[0])!);
+        keep('sweep:seed', seedSym);
+      }
       for (const m of methods) {
+        if (m.sweep) continue;
         t.scope(m.name, () => {
           const perLayer: Sym[] = [];
           const raws: Sym[] = [];
@@ -402,9 +421,41 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       label: 'explain',
       maxChunk: options.batchSize,
     });
+    // Score sweeps: their masked copies run as the rows of programs of their own, fed from this pass.
+    const swept = new Map<string, SweepResult>();
+    if (sweeps.length) {
+      const a = run.results.get('sweep:a')!;
+      const seedT = run.results.get('sweep:seed')!;
+      try {
+        for (const m of sweeps) {
+          const t0 = performance.now();
+          swept.set(m.name, await runScoreSweep(model, SWEEPS[m.sweep!], {
+            x: input, a, seed: seedT, score: run.results.get('score')!,
+            image: Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r)),
+          }, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize }));
+          sweepMs.set(m.name, performance.now() - t0);
+        }
+      } catch (e) {
+        for (const r of swept.values()) for (const t of [r.map, r.raw, r.weights, r.scores]) t.dispose();
+        for (const t of run.results.values()) t.dispose();
+        throw e;
+      } finally {
+        a.dispose();
+        seedT.dispose();
+      }
+    }
     const timings = run.timings ? await run.timings : null;
     const wallMs = performance.now() - started;
-    const methodMaps: MethodMaps[] = methods.map((m) => ({
+    const methodMaps: MethodMaps[] = methods.map((m) => swept.has(m.name) ? {
+      method: m.name,
+      title: m.title,
+      map: swept.get(m.name)!.map,
+      raw: swept.get(m.name)!.raw,
+      weights: swept.get(m.name)!.weights,
+      attribution: null,
+      gpuMs: null,
+      wallMs,
+    } : ({
       method: m.name,
       title: m.title,
       map: run.results.get(`${m.name}:map`)!,
@@ -414,6 +465,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       gpuMs: timings ? timings.filter((s) => s.label.startsWith(`${m.name}/`)).reduce((p, s) => p + s.ms, 0) : null,
       wallMs,
     }));
+    for (const r of swept.values()) r.scores.dispose();
     const targetClass = run.results.get('target')!;
     const targetScore = run.results.get('score')!;
     let rowsRead: Promise<ExplainRow[]> | null = null;

@@ -76,6 +76,8 @@ export interface CamMethod {
   final?: (t: Tape, raw: Sym, size: readonly [number, number]) => Sym;
   /** Computed once from the input, not per target layer (the gradient baselines). */
   inputLevel?: true;
+  /** A score sweep over the first layer's channels (src/cam/sweeps.ts), run after the shared pass. */
+  sweep?: 'scorecam' | 'sscam' | 'iscam';
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -366,6 +368,33 @@ export const METHODS: readonly CamMethod[] = [
     final: (t, raw) => normalize01(t, act(t, raw, { kind: 'abs' })),
   },
   {
+    name: 'scorecam',
+    title: 'Score-CAM',
+    needs: 'none',
+    hasWeights: true,
+    sweep: 'scorecam',
+    reference: 'PGC score_cam.py: w = softmax_k y_c(x ⊙ u(up(A_k))); options alignCorners (PGC), scoreBaseline (TC)',
+    record: sweepOnly,
+  },
+  {
+    name: 'sscam',
+    title: 'SS-CAM',
+    needs: 'none',
+    hasWeights: true,
+    sweep: 'sscam',
+    reference: 'TC activation.py SSCAM: Score-CAM with s_k the mean over 35 masks from A_k + N(0, 2²)',
+    record: sweepOnly,
+  },
+  {
+    name: 'iscam',
+    title: 'IS-CAM',
+    needs: 'none',
+    hasWeights: true,
+    sweep: 'iscam',
+    reference: 'TC activation.py ISCAM: s_k = Σ_{i=1..10} y_c(x ⊙ (i/10)·M_k)',
+    record: sweepOnly,
+  },
+  {
     name: 'randomcam',
     title: 'Random-CAM',
     hasWeights: true,
@@ -377,6 +406,10 @@ export const METHODS: readonly CamMethod[] = [
     },
   },
 ];
+
+function sweepOnly(): LayerResult {
+  throw new Error('internal: score sweeps run through src/cam/sweeps.ts');
+}
 
 /** [n, h, w] of ones with a 0 at the top-left pixel. */
 function fakeMap(t: Tape, n: number, h: number, w: number): Sym {

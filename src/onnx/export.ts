@@ -351,6 +351,7 @@ class GraphWriter {
     resize: null,
     onehot_argmax: null,
     where: null,
+    gather_rows: null,
     random: null,
     conv_grad_input: null,
     conv_grad_weight: null,

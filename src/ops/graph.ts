@@ -44,6 +44,8 @@ export type GraphOp =
   | { kind: 'where'; node: OpOrigin; inputs: [string, string, string]; output: string }
   /** Counter-based random values [N, …], row r keyed by the image index in input [N] (src/ops/random.ts). */
   | { kind: 'random'; node: OpOrigin; inputs: [string]; output: string; attrs: RandomAttrs }
+  /** Rows of x [R0, …] at the row numbers in input 1 ([N], f32): [N, …] (masks and images of a sweep). */
+  | { kind: 'gather_rows'; node: OpOrigin; inputs: [string, string]; output: string }
   /** One-hot rows at the argmax of each row of a [N, C] tensor; has no gradient. */
   | { kind: 'onehot_argmax'; node: OpOrigin; inputs: [string]; output: string }
   // Vector-Jacobian products, appended by autodiff.

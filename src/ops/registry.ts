@@ -16,6 +16,7 @@ import { concatOutputShape, lowerConcat, lowerPad, lowerPadGrad, lowerSlice, pad
 import { lowerSoftmax } from './softmax.js';
 import { globalPoolOutputShape, lowerGlobalPool, lowerPool, poolOutputShape } from './pool.js';
 import { lowerBroadcast, lowerReduce, lowerReduceGrad, reduceShape } from './reduce.js';
+import { gatherRowsShape, lowerGatherRows } from './gather.js';
 import { lowerRandom, randomShapeCheck } from './random.js';
 import { lowerBilinear, lowerBilinearGrad } from './resample.js';
 import type { BoundTensor, LowerEnv, Lowered } from './types.js';
@@ -316,6 +317,13 @@ export const OPS: OpRegistry = {
     },
     lower: (c) => lowerRandom(c.env, c.input(0), c.output(), c.op.attrs),
     vjp: 'zero',
+    modelFlops: noFlops,
+  },
+  gather_rows: {
+    shape: (_op, [x, idx], _d, where) => gatherRowsShape(where, x, idx),
+    lower: (c) => lowerGatherRows(c.env, c.input(0), c.input(1), c.output()),
+    // Sweeps gather inputs they do not differentiate; a scatter-add VJP can come when a method needs it.
+    vjp: 'none',
     modelFlops: noFlops,
   },
   onehot_argmax: {

@@ -199,6 +199,11 @@ export class Tape implements TapeOps {
     }
   }
 
+  /** Rows of x [R0, …] at the row numbers idx [N] (f32): [N, …]. */
+  gatherRows(x: Sym, idx: Sym): Sym {
+    return this.record({ kind: 'gather_rows', inputs: [x.name, idx.name] }, null, { name: 'gather_rows', opType: 'Gather' });
+  }
+
   onehotArgmax(x: Sym): Sym {
     return this.record({ kind: 'onehot_argmax', inputs: [x.name] }, null, { name: 'onehot_argmax', opType: 'ArgMax' });
   }

@@ -58,6 +58,16 @@ export class Tensor {
     return { buffer: this.buffer, offset: this.byteOffset, size: Math.max(4, this.byteLength) };
   }
 
+  /**
+   * The same elements under another shape: a view that shares (and never frees) this
+   * tensor's buffer, valid while this tensor is.
+   */
+  reshaped(shape: Shape): Tensor {
+    this.assertAlive();
+    if (sizeOf(shape) !== this.size) throw new InputError(`cannot view ${formatShape(this.shape)} as ${formatShape(shape)}`);
+    return new Tensor(this.ctx, shape, this.buffer, { byteOffset: this.byteOffset });
+  }
+
   /** Copies the values back to the CPU. */
   async read(): Promise<Float32Array> {
     const [out] = await readTensors(this.ctx, [this]);

@@ -1,0 +1,182 @@
+import type { Model } from '../model.js';
+import type { Sym } from '../ops/graph.js';
+import { Tape } from '../ops/tape.js';
+import { InputError } from '../runtime/errors.js';
+import { Tensor } from '../runtime/tensor.js';
+import { finalMap, layerMap, normalize01, upsample, weightedSum } from './math.js';
+import { gaussian } from './random.js';
+
+/**
+ * Score sweeps (Score-CAM and its kin, SPEC §1): every channel k of the target layer becomes a
+ * mask M_k = u(up(A_k)) of the input, each masked copy x ⊙ M_k (or several per channel) runs
+ * forward, and the target's score of each copy weighs its channel. The copies are the rows of
+ * a batched program: row r is (image, channel, sub-copy), its image and mask are gathered on
+ * the GPU from the clean pass's input and activations, and the runner splits the rows into
+ * passes that fit, recorded into one encoder. Nothing is read back.
+ */
+export interface ScoreSweep {
+  name: string;
+  /** Copies per channel (SS-CAM's noise samples, IS-CAM's integration steps; 1 for Score-CAM). */
+  copies: number;
+  /** The mask of copy j ([nb, 1, H, W] in input space) from the gathered activations a [nb, h, w]. */
+  mask(t: Tape, a: Sym, j: Sym, rowKey: Sym, size: readonly [number, number], o: SweepOptions): Sym;
+  /** Sum or mean of the copies' scores per channel. */
+  reduce: 'mean' | 'sum';
+}
+
+export interface SweepOptions {
+  /** Upsample the activation masks with align_corners = true (pytorch-grad-cam's Score-CAM). */
+  alignCorners: boolean;
+  /** Subtract y_c(x) from every score before the softmax (torch-cam). */
+  baseline: boolean;
+  seed: number;
+}
+
+const mask01 = (t: Tape, a: Sym, size: readonly [number, number], alignCorners: boolean) => {
+  const [n] = a.shape;
+  return t.reshape(upsample(t, normalize01(t, a, 1e-8), size, alignCorners), [n, 1, size[0], size[1]]);
+};
+
+export const SWEEPS: Record<string, ScoreSweep> = {
+  scorecam: {
+    name: 'scorecam',
+    copies: 1,
+    mask: (t, a, _j, _k, size, o) => mask01(t, a, size, o.alignCorners),
+    reduce: 'mean',
+  },
+  // IS-CAM: s_k = Σ_{i=1..n} y_c(x ⊙ (i/n)·M_k), n = 10.
+  iscam: {
+    name: 'iscam',
+    copies: 10,
+    mask: (t, a, j, _k, size, o) => {
+      const m = mask01(t, a, size, o.alignCorners);
+      return t.mul(m, t.reshape(t.mul(t.add(j, t.scalar(1)), t.scalar(1 / 10)), [a.shape[0], 1, 1, 1]));
+    },
+    reduce: 'sum',
+  },
+  // SS-CAM: the mean over n = 35 copies of A_k + N(0, 2²) before the mask is made.
+  sscam: {
+    name: 'sscam',
+    copies: 35,
+    mask: (t, a, _j, key, size, o) => mask01(t, t.add(a, gaussian(t, key, a.shape, o.seed ^ 0x55ca, 0, 0, 2)), size, o.alignCorners),
+    reduce: 'mean',
+  },
+};
+
+/** What a sweep reads from the clean pass. */
+export interface SweepInputs {
+  /** The images as the model receives them, [M, C, H, W]. */
+  x: Tensor;
+  /** The target layer's activations, [M, K, h, w]. */
+  a: Tensor;
+  /** Each row's target weights (one-hot) [M, classes], and its clean score y_c(x) [M]. */
+  seed: Tensor;
+  score: Tensor;
+  /** Each row's image index, on the host (it keys seeded noise; known before anything runs). */
+  image: readonly number[];
+}
+
+export interface SweepResult {
+  map: Tensor;
+  raw: Tensor;
+  weights: Tensor;
+  /** The per-channel scores s_k, [M, K]. */
+  scores: Tensor;
+}
+
+/** Runs one score sweep and the weighting after it: two programs, no readback. */
+export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: SweepInputs, o: SweepOptions & { scoreOf: 'logit' | 'softmax'; maxChunk?: number }): Promise<SweepResult> {
+  const [M, K, h, w] = inputs.a.shape;
+  const image = inputs.x.shape.slice(1);
+  const size: [number, number] = [image[1], image[2]];
+  const classes = inputs.seed.shape[1];
+  const S = sweep.copies;
+  const rows = M * K * S;
+  if (rows > 0x7fffffff) throw new InputError(`${sweep.name}: ${rows} masked copies is more than one sweep can index`);
+  const ctx = model.ctx;
+  // Row r = ((m·K + k)·S + j): its image, its (image, channel) row of A, its copy.
+  const rowImage = new Float32Array(rows);
+  const rowChannel = new Float32Array(rows);
+  const rowCopy = new Float32Array(rows);
+  const rowKey = new Float32Array(rows);
+  const imageIdx = inputs.image;
+  for (let r = 0; r < rows; r++) {
+    const j = r % S;
+    const mk = (r - j) / S;
+    rowImage[r] = Math.floor(mk / K);
+    rowChannel[r] = mk;
+    rowCopy[r] = j;
+    rowKey[r] = imageIdx[rowImage[r]] * K * S + (mk % K) * S + j;
+  }
+  const feedsOwned = [
+    Tensor.fromData(ctx, rowImage, [rows], 'sweep-image'),
+    Tensor.fromData(ctx, rowChannel, [rows], 'sweep-channel'),
+    Tensor.fromData(ctx, rowCopy, [rows], 'sweep-copy'),
+    Tensor.fromData(ctx, rowKey, [rows], 'sweep-key'),
+  ];
+  const aFlat = inputs.a.reshaped([M * K, h, w]);
+  try {
+    const sweepRun = await model.runProgram({
+      key: `sweep|${sweep.name}|${image}|${M}|${K}|${o.alignCorners}|${o.scoreOf}|${o.seed}`,
+      batch: rows,
+      maxChunk: o.maxChunk,
+      build: (nb) => {
+        const t = new Tape();
+        const xAll = t.input('x', [M, ...image]);
+        const aAll = t.input('a', [M * K, h, w]);
+        const seedAll = t.input('seed', [M, classes]);
+        const img = t.input('row_image', [nb]);
+        const ch = t.input('row_channel', [nb]);
+        const j = t.input('row_copy', [nb]);
+        const key = t.input('row_key', [nb]);
+        const mask = sweep.mask(t, t.gatherRows(aAll, ch), j, key, size, o);
+        const masked = t.mul(t.gatherRows(xAll, img), mask);
+        const mt = model.tape(nb, { image, onto: { tape: t, input: masked, prefix: 'sweep/' } });
+        const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
+        const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
+        return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
+      },
+      feeds: {
+        x: { tensor: inputs.x, batchAxis: null },
+        a: { tensor: aFlat, batchAxis: null },
+        seed: { tensor: inputs.seed, batchAxis: null },
+        row_image: { tensor: feedsOwned[0], batchAxis: 0 },
+        row_channel: { tensor: feedsOwned[1], batchAxis: 0 },
+        row_copy: { tensor: feedsOwned[2], batchAxis: 0 },
+        row_key: { tensor: feedsOwned[3], batchAxis: 0 },
+      },
+      results: { score: { batchAxis: 0 } },
+      label: sweep.name,
+    });
+    const scoresFlat = sweepRun.results.get('score')!;
+    const scores = scoresFlat.reshaped([M, K * S]);
+    try {
+      // The weighting: per image, scores [K, S] → s_k → softmax over k → Σ w_k A_k → the map.
+      const combine = await model.runProgram({
+        key: `sweep-weights|${sweep.name}|${M}|${K}|${h}|${w}|${size}|${o.baseline}`,
+        batch: M,
+        split: false,
+        build: (nb) => {
+          const t = new Tape();
+          const s = t.input('scores', [nb, K * S]);
+          const a = t.input('a', [nb, K, h, w]);
+          const clean = t.input('clean', [nb]);
+          let sk = t.reshape(t.reduce(sweep.reduce, t.reshape(s, [nb, K, S]), [2]), [nb, K]);
+          if (o.baseline) sk = t.sub(sk, t.reshape(clean, [nb, 1]));
+          const weights = t.softmax(sk, -1);
+          const raw = weightedSum(t, a, weights);
+          const map = finalMap(t, [layerMap(t, raw, size)]);
+          return { graph: t.graph, names: new Map([['map', map.name], ['raw', raw.name], ['weights', weights.name], ['scores', sk.name]]) };
+        },
+        feeds: { scores: { tensor: scores, batchAxis: 0 }, a: { tensor: inputs.a, batchAxis: 0 }, clean: { tensor: inputs.score, batchAxis: 0 } },
+        results: { map: { batchAxis: 0 }, raw: { batchAxis: 0 }, weights: { batchAxis: 0 }, scores: { batchAxis: 0 } },
+        label: `${sweep.name}-weights`,
+      });
+      return { map: combine.results.get('map')!, raw: combine.results.get('raw')!, weights: combine.results.get('weights')!, scores: combine.results.get('scores')! };
+    } finally {
+      scoresFlat.dispose();
+    }
+  } finally {
+    for (const t of feedsOwned) t.dispose();
+  }
+}

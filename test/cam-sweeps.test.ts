@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { explain } from '../src/cam/explain.js';
+import { Model } from '../src/model.js';
+import { readTensors, Tensor } from '../src/runtime/tensor.js';
+import { npy } from './helpers/fixtures.js';
+import { gpu } from './helpers/gpu.js';
+import { bilinearRef } from './reference/cpu.js';
+
+/**
+ * Score sweeps (Score-CAM, IS-CAM) against the same computation done the plain way: masks
+ * u(up(A_k)) built in float64 on the CPU from the clean pass's activations, the masked
+ * images scored by ordinary batched forward passes, softmax over the channels in float64.
+ * This checks the sweep machinery (rows gathered on the GPU, masks, chunked passes, score
+ * gathering, the weighting program) independently of how it is built.
+ */
+const REPO = join(import.meta.dirname, '..');
+const INPUT = npy(join(REPO, 'test/fixtures/cam/inputs/fashion-coat-shirt-sneaker-56x56.npy'));
+const TARGETS = [4, 6];
+const LAYER = 'layer2';
+
+async function plainScores(model: Model, x: Float32Array, xs: number[], a: Float32Array, as: number[], steps: number[], alignCorners: boolean): Promise<Float64Array> {
+  const ctx = model.ctx;
+  const [n, K, h, w] = as;
+  const [, C, H, W] = xs;
+  const out = new Float64Array(n * K);
+  for (let i = 0; i < n; i++) {
+    const batch = new Float32Array(K * steps.length * C * H * W);
+    for (let k = 0; k < K; k++) {
+      const plane = a.subarray((i * K + k) * h * w, (i * K + k + 1) * h * w);
+      const lo = Math.min(...plane);
+      const hi = Math.max(...plane);
+      const norm = Array.from(plane, (v) => (v - lo) / (hi - lo + 1e-8));
+      const up = bilinearRef(norm, [1, 1, h, w], H, W, { alignCorners }).data;
+      steps.forEach((s, j) => {
+        const base = (k * steps.length + j) * C * H * W;
+        for (let c = 0; c < C; c++) for (let p = 0; p < H * W; p++) batch[base + c * H * W + p] = x[(i * C + c) * H * W + p] * up[p] * s;
+      });
+    }
+    const t = Tensor.fromData(ctx, batch, [K * steps.length, C, H, W]);
+    const r = await model.run(t);
+    const logits = r.outputs.values().next().value!;
+    const l = await logits.read();
+    for (const v of r.outputs.values()) v.dispose();
+    t.dispose();
+    const classes = l.length / (K * steps.length);
+    for (let k = 0; k < K; k++) for (let j = 0; j < steps.length; j++) out[i * K + k] += l[(k * steps.length + j) * classes + TARGETS[i]];
+  }
+  return out;
+}
+
+function softmaxRows(s: Float64Array, K: number): Float64Array {
+  const out = new Float64Array(s.length);
+  for (let r = 0; r < s.length / K; r++) {
+    const row = s.subarray(r * K, (r + 1) * K);
+    const m = Math.max(...row);
+    let z = 0;
+    for (let k = 0; k < K; k++) z += (out[r * K + k] = Math.exp(row[k] - m));
+    for (let k = 0; k < K; k++) out[r * K + k] /= z;
+  }
+  return out;
+}
+
+describe('score sweeps', () => {
+  it.each([
+    ['scorecam', false, [1]],
+    ['scorecam', true, [1]],
+    ['iscam', false, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]],
+  ] as const)('%s (alignCorners %s) equals masking and scoring done the plain way', async (method, alignCorners, steps) => {
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
+    const per = INPUT.data.length / INPUT.shape[0];
+    const xs = [2, ...INPUT.shape.slice(1)];
+    const xd = INPUT.data.slice(0, 2 * per);
+    const x = Tensor.fromData(ctx, xd, xs);
+    const clean = await model.run(x, { taps: [LAYER] });
+    const tap = clean.taps.get(LAYER)!.value;
+    const a = await tap.read();
+    const as = [...tap.shape];
+    tap.dispose();
+    for (const t of clean.outputs.values()) t.dispose();
+    const r = await explain(model, x, { methods: [method], layers: [LAYER], targets: TARGETS, alignCorners, batchSize: 37 });
+    const [weights, raw] = await readTensors(ctx, [r.methods[0].weights!, r.methods[0].raw]);
+    r.dispose();
+    const K = as[1];
+    const want = softmaxRows(await plainScores(model, xd, xs, a, as, [...steps], alignCorners), K);
+    let err = 0;
+    weights.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]))));
+    expect(err / Math.max(...want)).toBeLessThan(1e-4);
+    const hw = as[2] * as[3];
+    const wantRaw = new Float64Array(2 * hw);
+    for (let i = 0; i < 2; i++) for (let k = 0; k < K; k++) for (let p = 0; p < hw; p++) wantRaw[i * hw + p] += want[i * K + k] * a[(i * K + k) * hw + p];
+    let rawErr = 0;
+    raw.forEach((v, i) => (rawErr = Math.max(rawErr, Math.abs(v - wantRaw[i]))));
+    expect(rawErr / Math.max(...wantRaw.map(Math.abs))).toBeLessThan(1e-4);
+    x.dispose();
+    await model.dispose();
+  });
+});
