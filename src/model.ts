@@ -271,6 +271,40 @@ export class Model {
     return this.buildTape(batch, rest, taps, wrt, target, options);
   }
 
+  /**
+   * The model from a layer onward, recorded on `tape` with `value` in place of the layer's
+   * tensor (Ablation-CAM and Pixab-CAM re-run the network's suffix on edited activations,
+   * batched). The layer must cut the network: every op after it reads only the layer, what
+   * is computed from it, or constants; otherwise the suffix cannot restart from it.
+   * Returns the logits (the first graph output).
+   */
+  suffix(nb: number, layer: string, tape: Tape, value: Sym, prefix: string, image?: readonly number[]): Sym {
+    const rest = image ?? this.defaultInputShape(1).slice(1);
+    const [resolved] = this.resolveLayers([layer], rest);
+    const fwd = this.analyze(new Map([[this.inputName, [nb, ...rest]]]), new Set([resolved.tensor]));
+    const start = fwd.ops.findIndex((o) => o.output === resolved.tensor);
+    if (start < 0) throw new InputError(`${this.graph.file}: layer '${layer}' (tensor '${resolved.tensor}') is not computed by the analyzed graph`);
+    const want = fwd.shapes.get(resolved.tensor)!;
+    if (formatShape(want) !== formatShape(value.shape)) throw new ShapeError(`${this.graph.file}: suffix from '${layer}'`, `the replacement must be ${formatShape(want)}, got ${formatShape(value.shape)}`);
+    const downstream = new Set([resolved.tensor]);
+    const ops = [];
+    for (const op of fwd.ops.slice(start + 1)) {
+      if (!op.inputs.some((i) => downstream.has(i))) continue;
+      for (const i of op.inputs) {
+        if (!downstream.has(i) && !fwd.constants.has(i)) {
+          throw new InputError(`${this.graph.file}: cannot run the network from '${layer}' (tensor '${resolved.tensor}'): '${op.node.name}' (${op.node.opType}) also reads '${i}', computed before it; pick a layer that cuts the network (e.g. the output of a whole block)`);
+        }
+      }
+      ops.push(op);
+      downstream.add(op.output);
+    }
+    const out = fwd.outputs[0];
+    if (!downstream.has(out)) throw new InputError(`${this.graph.file}: the output '${out}' does not depend on '${layer}'`);
+    const graph: OpGraph = { ops, shapes: fwd.shapes, constants: fwd.constants, inputs: [resolved.tensor], outputs: [out] };
+    const syms = tape.include(graph, new Map([[resolved.tensor, value]]), prefix);
+    return syms.get(out)!;
+  }
+
   private buildTape(nb: number, rest: readonly number[], taps: readonly ResolvedTap[], wrt: readonly ResolvedTap[], target: TapeTarget | undefined, options: Pick<TapeOptions, 'onto' | 'guided'> = {}): ModelTape {
     const name = this.inputName;
     const keep = new Set([...taps, ...wrt].map((t) => t.tensor));

@@ -97,4 +97,35 @@ describe('score sweeps', () => {
     x.dispose();
     await model.dispose();
   });
+
+  it('Ablation-CAM on a GAP → linear head: y_c − y_c^(k) = W_ck · mean(A_k) exactly, so w_k·y_c equals CAM’s weight times the channel mean', async () => {
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
+    const x = Tensor.fromData(ctx, INPUT.data, INPUT.shape);
+    const targets = [4, 6, 9];
+    const r = await explain(model, x, { methods: ['ablationcam', 'cam'], layers: [LAYER], targets, batchSize: 20 });
+    const [ab, cam] = await readTensors(ctx, [r.methods[0].weights!, r.methods[1].weights!]);
+    const rows = await r.rows();
+    r.dispose();
+    const clean = await model.run(x, { taps: [LAYER] });
+    const tap = clean.taps.get(LAYER)!.value;
+    const a = await tap.read();
+    const [n, K, h, w] = tap.shape;
+    tap.dispose();
+    for (const t of clean.outputs.values()) t.dispose();
+    let err = 0;
+    let big = 0;
+    for (let i = 0; i < n; i++)
+      for (let k = 0; k < K; k++) {
+        let mean = 0;
+        for (let p = 0; p < h * w; p++) mean += a[(i * K + k) * h * w + p] / (h * w);
+        const want = cam[i * K + k] * mean;
+        err = Math.max(err, Math.abs(ab[i * K + k] * rows[i].score - want));
+        big = Math.max(big, Math.abs(want));
+      }
+    expect(err / big).toBeLessThan(1e-4);
+    await expect(explain(model, x, { methods: ['ablationcam'], layers: ['layer2.0.conv1'] })).rejects.toThrow(/cannot run the network from 'layer2.0.conv1'.*computed before it/);
+    x.dispose();
+    await model.dispose();
+  });
 });

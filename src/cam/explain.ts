@@ -11,7 +11,7 @@ import { largestActivationBytes } from '../ops/compile.js';
 import { finalMap, finerObjective, fuseLayerCam, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
-import { runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
+import { runAblationSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
 
@@ -429,10 +429,11 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       try {
         for (const m of sweeps) {
           const t0 = performance.now();
-          swept.set(m.name, await runScoreSweep(model, SWEEPS[m.sweep!], {
-            x: input, a, seed: seedT, score: run.results.get('score')!,
-            image: Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r)),
-          }, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize }));
+          const imageIndex = Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r));
+          const sweepInputs = { x: input, a, seed: seedT, score: run.results.get('score')!, image: imageIndex };
+          swept.set(m.name, m.sweep === 'ablationcam'
+            ? await runAblationSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })
+            : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize }));
           sweepMs.set(m.name, performance.now() - t0);
         }
       } catch (e) {

@@ -77,7 +77,7 @@ export interface CamMethod {
   /** Computed once from the input, not per target layer (the gradient baselines). */
   inputLevel?: true;
   /** A score sweep over the first layer's channels (src/cam/sweeps.ts), run after the shared pass. */
-  sweep?: 'scorecam' | 'sscam' | 'iscam';
+  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam';
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -374,6 +374,15 @@ export const METHODS: readonly CamMethod[] = [
     hasWeights: true,
     sweep: 'scorecam',
     reference: 'PGC score_cam.py: w = softmax_k y_c(x ⊙ u(up(A_k))); options alignCorners (PGC), scoreBaseline (TC)',
+    record: sweepOnly,
+  },
+  {
+    name: 'ablationcam',
+    title: 'Ablation-CAM',
+    needs: 'none',
+    hasWeights: true,
+    sweep: 'ablationcam',
+    reference: 'PGC ablation_cam.py: w_k = (y_c − y_c^(k))/y_c, channel k zeroed, the suffix re-run from the layer (batch 32)',
     record: sweepOnly,
   },
   {

@@ -2,6 +2,7 @@ import type { Model } from '../model.js';
 import type { Sym } from '../ops/graph.js';
 import { Tape } from '../ops/tape.js';
 import { InputError } from '../runtime/errors.js';
+import { hostTensor } from '../runtime/host-tensor.js';
 import { Tensor } from '../runtime/tensor.js';
 import { finalMap, layerMap, normalize01, upsample, weightedSum } from './math.js';
 import { gaussian } from './random.js';
@@ -178,5 +179,78 @@ export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: Swe
     }
   } finally {
     for (const t of feedsOwned) t.dispose();
+  }
+}
+
+/**
+ * Ablation-CAM (PGC ablation_cam.py, SPEC §1): w_k = (y_c − y_c^(k)) / y_c, y_c^(k) the score
+ * with channel k of the layer set to 0, the network's suffix re-run from the layer on the
+ * ablated activations. Rows are (image, channel), batched and split like the score sweeps.
+ */
+export async function runAblationSweep(model: Model, layer: string, inputs: Omit<SweepInputs, 'x'>, o: { scoreOf: 'logit' | 'softmax'; maxChunk?: number; image: readonly number[] }): Promise<SweepResult> {
+  const [M, K, h, w] = inputs.a.shape;
+  const classes = inputs.seed.shape[1];
+  const rows = M * K;
+  const ctx = model.ctx;
+  const rowImage = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => Math.floor(r / K)), [rows], 'ablation-image');
+  const rowChannel = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => r % K), [rows], 'ablation-channel');
+  try {
+    const run = await model.runProgram({
+      key: `ablation|${layer}|${o.image}|${M}|${K}|${o.scoreOf}`,
+      batch: rows,
+      maxChunk: o.maxChunk ?? 32,
+      build: (nb) => {
+        const t = new Tape();
+        const aAll = t.input('a', [M, K, h, w]);
+        const seedAll = t.input('seed', [M, classes]);
+        const img = t.input('row_image', [nb]);
+        const ch = t.input('row_channel', [nb]);
+        const channels = t.constant(hostTensor('float32', [1, K], Float32Array.from({ length: K }, (_, k) => k)));
+        // 1 at the row's channel, 0 elsewhere: relu(1 − |k − c|) for whole numbers.
+        const onehot = t.activation(t.sub(t.broadcast(t.scalar(1), [nb, K]), t.activation(t.sub(t.reshape(ch, [nb, 1]), channels), { kind: 'abs' })), { kind: 'relu' });
+        const keep = t.reshape(t.sub(t.broadcast(t.scalar(1), [nb, K]), onehot), [nb, K, 1, 1]);
+        const ablated = t.mul(t.gatherRows(aAll, img), keep);
+        const logits = model.suffix(nb, layer, t, ablated, 'ablation/', o.image);
+        const scored = o.scoreOf === 'softmax' ? t.softmax(logits, -1) : logits;
+        const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
+        return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
+      },
+      feeds: {
+        a: { tensor: inputs.a, batchAxis: null },
+        seed: { tensor: inputs.seed, batchAxis: null },
+        row_image: { tensor: rowImage, batchAxis: 0 },
+        row_channel: { tensor: rowChannel, batchAxis: 0 },
+      },
+      results: { score: { batchAxis: 0 } },
+      label: 'ablationcam',
+    });
+    const flat = run.results.get('score')!;
+    try {
+      const size: [number, number] = [o.image[1], o.image[2]];
+      const combine = await model.runProgram({
+        key: `ablation-weights|${M}|${K}|${h}|${w}|${size}`,
+        batch: M,
+        split: false,
+        build: (nb) => {
+          const t = new Tape();
+          const s = t.input('scores', [nb, K]);
+          const a = t.input('a', [nb, K, h, w]);
+          const y = t.reshape(t.input('clean', [nb]), [nb, 1]);
+          const weights = t.div(t.sub(y, s), y);
+          const raw = weightedSum(t, a, weights);
+          const map = finalMap(t, [layerMap(t, raw, size)]);
+          return { graph: t.graph, names: new Map([['map', map.name], ['raw', raw.name], ['weights', weights.name], ['scores', s.name]]) };
+        },
+        feeds: { scores: { tensor: flat.reshaped([M, K]), batchAxis: 0 }, a: { tensor: inputs.a, batchAxis: 0 }, clean: { tensor: inputs.score, batchAxis: 0 } },
+        results: { map: { batchAxis: 0 }, raw: { batchAxis: 0 }, weights: { batchAxis: 0 }, scores: { batchAxis: 0 } },
+        label: 'ablationcam-weights',
+      });
+      return { map: combine.results.get('map')!, raw: combine.results.get('raw')!, weights: combine.results.get('weights')!, scores: combine.results.get('scores')! };
+    } finally {
+      flat.dispose();
+    }
+  } finally {
+    rowImage.dispose();
+    rowChannel.dispose();
   }
 }
