@@ -6,6 +6,7 @@ import { Model } from '../src/model.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
+import { riseMasksRef } from '../src/ops/rise.js';
 import { bilinearRef } from './reference/cpu.js';
 
 /**
@@ -125,6 +126,45 @@ describe('score sweeps', () => {
       }
     expect(err / big).toBeLessThan(1e-4);
     await expect(explain(model, x, { methods: ['ablationcam'], layers: ['layer2.0.conv1'] })).rejects.toThrow(/cannot run the network from 'layer2.0.conv1'.*computed before it/);
+    x.dispose();
+    await model.dispose();
+  });
+
+  it('RISE equals its definition computed on the CPU with the same seeded masks', async () => {
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-vgg.onnx'))));
+    const per = INPUT.data.length / INPUT.shape[0];
+    const xs = [2, ...INPUT.shape.slice(1)];
+    const xd = INPUT.data.slice(0, 2 * per);
+    const x = Tensor.fromData(ctx, xd, xs);
+    const N = 128;
+    const r = await explain(model, x, { methods: ['rise'], targets: TARGETS, masks: N, seed: 3, batchSize: 128 });
+    const [raw] = await readTensors(ctx, [r.methods[0].raw]);
+    r.dispose();
+    const [, , H, W] = xs;
+    const masks = riseMasksRef(Array.from({ length: N }, (_, i) => i), { grid: 8, p1: 0.5, seed: 3, size: [H, W] });
+    const want = new Float64Array(2 * H * W);
+    for (let i = 0; i < 2; i++) {
+      const batch = new Float32Array(N * per);
+      for (let k = 0; k < N; k++) for (let e = 0; e < per; e++) batch[k * per + e] = xd[i * per + e] * masks[k * H * W + (e % (H * W))];
+      const t = Tensor.fromData(ctx, batch, [N, ...xs.slice(1)]);
+      const out = await model.run(t);
+      const l = await out.outputs.values().next().value!.read();
+      for (const v of out.outputs.values()) v.dispose();
+      t.dispose();
+      const C = l.length / N;
+      for (let k = 0; k < N; k++) {
+        const row = l.subarray(k * C, (k + 1) * C);
+        const m = Math.max(...row);
+        let z = 0;
+        for (const v of row) z += Math.exp(v - m);
+        const p = Math.exp(row[TARGETS[i]] - m) / z;
+        for (let q = 0; q < H * W; q++) want[i * H * W + q] += (p * masks[k * H * W + q]) / (N * 0.5);
+      }
+    }
+    let err = 0;
+    raw.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]))));
+    expect(err / Math.max(...want)).toBeLessThan(1e-4);
     x.dispose();
     await model.dispose();
   });

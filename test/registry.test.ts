@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ACTIVATION_KINDS, type Activation, type ActivationKind, type ActivationOf, activateCpu, activationGradientReads } from '../src/ops/activation.js';
 import { gatherRowsRef } from '../src/ops/gather.js';
 import { randomRef } from '../src/ops/random.js';
+import { riseMasksRef } from '../src/ops/rise.js';
 import { gradients } from '../src/ops/autodiff.js';
 import { compilePlan } from '../src/ops/compile.js';
 import type { Conv2dAttrs } from '../src/ops/conv-attrs.js';
@@ -344,6 +345,12 @@ const CASES: { [K in OpKind]: Case[] } = {
     feeds: [whole([5, 2, 3]), { shape: (n) => [n], batched: true, values: 'index' }],
     record: (t, [table, idx]) => t.gatherRows(table, t.add(t.mul(idx, t.scalar(2)), t.scalar(-1))),
     ref: ([table, idx]) => gatherRowsRef(table, 5, Array.from(idx, (v) => 2 * v - 1)),
+  }],
+  rise_masks: [{
+    name: 'seeded masks keyed by mask id: grid 4, p1 0.5, 13×11, bilinear, shifted',
+    feeds: [{ shape: (n) => [n], batched: true, values: 'index' }],
+    record: (t, [ids]) => t.riseMasks(ids, { grid: 4, p1: 0.5, seed: 99, size: [13, 11] }),
+    ref: ([ids]) => riseMasksRef(ids, { grid: 4, p1: 0.5, seed: 99, size: [13, 11] }),
   }],
   onehot_argmax: [{
     name: 'one-hot rows',

@@ -11,7 +11,7 @@ import { largestActivationBytes } from '../ops/compile.js';
 import { finalMap, finerObjective, fuseLayerCam, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
-import { runAblationSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
+import { runAblationSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
 
@@ -53,6 +53,8 @@ export interface ExplainOptions {
   alignCorners?: boolean;
   /** Score sweeps subtract y_c(x) from every score before the softmax (torch-cam). */
   scoreBaseline?: boolean;
+  /** RISE's number of masks (default 4000; SPEC's options 6000, 8000). */
+  masks?: number;
 }
 
 export interface MethodMaps {
@@ -422,7 +424,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       maxChunk: options.batchSize,
     });
     // Score sweeps: their masked copies run as the rows of programs of their own, fed from this pass.
-    const swept = new Map<string, SweepResult>();
+    const swept = new Map<string, Omit<SweepResult, 'weights'> & { weights: Tensor | null }>();
     if (sweeps.length) {
       const a = run.results.get('sweep:a')!;
       const seedT = run.results.get('sweep:seed')!;
@@ -431,13 +433,15 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           const t0 = performance.now();
           const imageIndex = Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r));
           const sweepInputs = { x: input, a, seed: seedT, score: run.results.get('score')!, image: imageIndex };
-          swept.set(m.name, m.sweep === 'ablationcam'
+          swept.set(m.name, m.sweep === 'rise'
+            ? { ...(await runRiseSweep(model, sweepInputs, { masks: options.masks ?? 4000, grid: 8, p1: 0.5, seed, scoreOf: options.score ?? 'softmax', maxChunk: options.batchSize })), weights: null }
+            : m.sweep === 'ablationcam'
             ? await runAblationSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })
             : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize }));
           sweepMs.set(m.name, performance.now() - t0);
         }
       } catch (e) {
-        for (const r of swept.values()) for (const t of [r.map, r.raw, r.weights, r.scores]) t.dispose();
+        for (const r of swept.values()) for (const t of [r.map, r.raw, r.weights, r.scores]) t?.dispose();
         for (const t of run.results.values()) t.dispose();
         throw e;
       } finally {

@@ -77,7 +77,7 @@ export interface CamMethod {
   /** Computed once from the input, not per target layer (the gradient baselines). */
   inputLevel?: true;
   /** A score sweep over the first layer's channels (src/cam/sweeps.ts), run after the shared pass. */
-  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam';
+  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise';
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -383,6 +383,15 @@ export const METHODS: readonly CamMethod[] = [
     hasWeights: true,
     sweep: 'ablationcam',
     reference: 'PGC ablation_cam.py: w_k = (y_c − y_c^(k))/y_c, channel k zeroed, the suffix re-run from the layer (batch 32)',
+    record: sweepOnly,
+  },
+  {
+    name: 'rise',
+    title: 'RISE',
+    needs: 'none',
+    hasWeights: false,
+    sweep: 'rise',
+    reference: 'RISE explanations.py: S = Σ_i p_c(x ⊙ M_i)·M_i/(N·p1), N = 4000 seeded masks, grid 8, p1 0.5, softmax score',
     record: sweepOnly,
   },
   {

@@ -254,3 +254,93 @@ export async function runAblationSweep(model: Model, layer: string, inputs: Omit
     rowChannel.dispose();
   }
 }
+
+export interface RiseOptions {
+  masks: number;
+  grid: number;
+  p1: number;
+  seed: number;
+  scoreOf: 'logit' | 'softmax';
+  maxChunk?: number;
+}
+
+/** Masks per group in RISE's weighting program ([group, H·W] at a time). */
+const RISE_GROUP = 256;
+
+/**
+ * RISE (eclique/RISE explanations.py, SPEC §1): S = Σ_i f_c(x ⊙ M_i)·M_i / (N·p1) over N
+ * seeded masks (the same N masks for every image), with the softmax score by default. The
+ * masked copies are the rows of one program (mask i generated on the GPU where the copy
+ * needs it); the weighting regenerates the masks in groups and sums score × mask as a matmul.
+ */
+export async function runRiseSweep(model: Model, inputs: Pick<SweepInputs, 'x' | 'seed'>, o: RiseOptions): Promise<Omit<SweepResult, 'weights'>> {
+  const [M, ...image] = inputs.x.shape;
+  const [H, W] = [image[1], image[2]];
+  const classes = inputs.seed.shape[1];
+  const N = o.masks;
+  if (!(Number.isInteger(N) && N >= 1)) throw new InputError(`RISE: the number of masks must be a whole number ≥ 1, got ${N}`);
+  const attrs = { grid: o.grid, p1: o.p1, seed: o.seed >>> 0, size: [H, W] as [number, number] };
+  const rows = M * N;
+  const ctx = model.ctx;
+  const rowImage = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => Math.floor(r / N)), [rows], 'rise-image');
+  const rowMask = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => r % N), [rows], 'rise-mask');
+  try {
+    const run = await model.runProgram({
+      key: `rise|${image}|${M}|${N}|${o.grid}|${o.p1}|${o.seed}|${o.scoreOf}`,
+      batch: rows,
+      maxChunk: o.maxChunk,
+      build: (nb) => {
+        const t = new Tape();
+        const xAll = t.input('x', [M, ...image]);
+        const seedAll = t.input('seed', [M, classes]);
+        const img = t.input('row_image', [nb]);
+        const ids = t.input('row_mask', [nb]);
+        const mask = t.reshape(t.riseMasks(ids, attrs), [nb, 1, H, W]);
+        const mt = model.tape(nb, { image, onto: { tape: t, input: t.mul(t.gatherRows(xAll, img), mask), prefix: 'rise/' } });
+        const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
+        const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
+        return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
+      },
+      feeds: {
+        x: { tensor: inputs.x, batchAxis: null },
+        seed: { tensor: inputs.seed, batchAxis: null },
+        row_image: { tensor: rowImage, batchAxis: 0 },
+        row_mask: { tensor: rowMask, batchAxis: 0 },
+      },
+      results: { score: { batchAxis: 0 } },
+      label: 'rise',
+    });
+    const flat = run.results.get('score')!;
+    try {
+      const combine = await model.runProgram({
+        key: `rise-weights|${M}|${N}|${H}|${W}|${o.grid}|${o.p1}|${o.seed}`,
+        batch: M,
+        split: false,
+        build: (nb) => {
+          const t = new Tape();
+          const s = t.input('scores', [nb, N]);
+          let sum: Sym | null = null;
+          for (let i0 = 0; i0 < N; i0 += RISE_GROUP) {
+            const g = Math.min(RISE_GROUP, N - i0);
+            const ids = t.constant(hostTensor('float32', [g], Float32Array.from({ length: g }, (_, j) => i0 + j)));
+            const masks = t.reshape(t.riseMasks(ids, attrs), [g, H * W]);
+            const part = g === N ? s : t.record({ kind: 'slice', inputs: [s.name], axis: 1, start: i0 }, [nb, g], { name: 'rise_scores', opType: 'Slice' });
+            const term = t.matmul(part, masks);
+            sum = sum ? t.add(sum, term) : term;
+          }
+          const raw = t.reshape(t.mul(sum!, t.scalar(1 / (N * o.p1))), [nb, H, W]);
+          return { graph: t.graph, names: new Map([['raw', raw.name], ['map', normalize01(t, raw, 1e-8).name], ['scores', s.name]]) };
+        },
+        feeds: { scores: { tensor: flat.reshaped([M, N]), batchAxis: 0 } },
+        results: { map: { batchAxis: 0 }, raw: { batchAxis: 0 }, scores: { batchAxis: 0 } },
+        label: 'rise-weights',
+      });
+      return { map: combine.results.get('map')!, raw: combine.results.get('raw')!, scores: combine.results.get('scores')! };
+    } finally {
+      flat.dispose();
+    }
+  } finally {
+    rowImage.dispose();
+    rowMask.dispose();
+  }
+}

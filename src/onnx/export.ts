@@ -352,6 +352,7 @@ class GraphWriter {
     onehot_argmax: null,
     where: null,
     gather_rows: null,
+    rise_masks: null,
     random: null,
     conv_grad_input: null,
     conv_grad_weight: null,

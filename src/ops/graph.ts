@@ -4,6 +4,7 @@ import type { Conv2dAttrs } from './conv-attrs.js';
 import type { GemmAttrs } from './gemm.js';
 import type { Pool2dAttrs } from './pool.js';
 import type { RandomAttrs } from './random.js';
+import type { RiseAttrs } from './rise.js';
 import type { ReduceKind } from './reduce.js';
 import type { BilinearOptions } from './resample.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
@@ -46,6 +47,8 @@ export type GraphOp =
   | { kind: 'random'; node: OpOrigin; inputs: [string]; output: string; attrs: RandomAttrs }
   /** Rows of x [R0, …] at the row numbers in input 1 ([N], f32): [N, …] (masks and images of a sweep). */
   | { kind: 'gather_rows'; node: OpOrigin; inputs: [string, string]; output: string }
+  /** RISE's random masks [N, h, w] for the mask ids in input [N] (src/ops/rise.ts). */
+  | { kind: 'rise_masks'; node: OpOrigin; inputs: [string]; output: string; attrs: RiseAttrs }
   /** One-hot rows at the argmax of each row of a [N, C] tensor; has no gradient. */
   | { kind: 'onehot_argmax'; node: OpOrigin; inputs: [string]; output: string }
   // Vector-Jacobian products, appended by autodiff.

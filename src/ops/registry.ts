@@ -18,6 +18,7 @@ import { globalPoolOutputShape, lowerGlobalPool, lowerPool, poolOutputShape } fr
 import { lowerBroadcast, lowerReduce, lowerReduceGrad, reduceShape } from './reduce.js';
 import { gatherRowsShape, lowerGatherRows } from './gather.js';
 import { lowerRandom, randomShapeCheck } from './random.js';
+import { lowerRiseMasks, riseShape } from './rise.js';
 import { lowerBilinear, lowerBilinearGrad } from './resample.js';
 import type { BoundTensor, LowerEnv, Lowered } from './types.js';
 
@@ -324,6 +325,12 @@ export const OPS: OpRegistry = {
     lower: (c) => lowerGatherRows(c.env, c.input(0), c.input(1), c.output()),
     // Sweeps gather inputs they do not differentiate; a scatter-add VJP can come when a method needs it.
     vjp: 'none',
+    modelFlops: noFlops,
+  },
+  rise_masks: {
+    shape: (op, [ids], _d, where) => riseShape(where, ids, op.attrs),
+    lower: (c) => lowerRiseMasks(c.env, c.input(0), c.output(), c.op.attrs),
+    vjp: 'zero',
     modelFlops: noFlops,
   },
   onehot_argmax: {

@@ -6,6 +6,7 @@ import { type Activation, NO_ACTIVATION } from './activation.js';
 import type { GemmAttrs } from './gemm.js';
 import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, Sym, TapeOps } from './graph.js';
 import type { RandomAttrs } from './random.js';
+import type { RiseAttrs } from './rise.js';
 import type { ReduceKind } from './reduce.js';
 import { inferShape } from './registry.js';
 import type { BilinearOptions } from './resample.js';
@@ -202,6 +203,11 @@ export class Tape implements TapeOps {
   /** Rows of x [R0, …] at the row numbers idx [N] (f32): [N, …]. */
   gatherRows(x: Sym, idx: Sym): Sym {
     return this.record({ kind: 'gather_rows', inputs: [x.name, idx.name] }, null, { name: 'gather_rows', opType: 'Gather' });
+  }
+
+  /** RISE's seeded random masks [N, h, w] for the mask ids [N] (f32). */
+  riseMasks(ids: Sym, attrs: RiseAttrs): Sym {
+    return this.record({ kind: 'rise_masks', inputs: [ids.name], attrs }, null, { name: 'rise_masks', opType: 'RiseMasks' });
   }
 
   onehotArgmax(x: Sym): Sym {
