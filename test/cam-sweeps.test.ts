@@ -168,4 +168,53 @@ describe('score sweeps', () => {
     x.dispose();
     await model.dispose();
   });
+
+  it('Occlusion equals the mean score drop of the patches covering each pixel, computed the plain way', async () => {
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-vgg.onnx'))));
+    const per = INPUT.data.length / INPUT.shape[0];
+    const xs = [2, ...INPUT.shape.slice(1)];
+    const xd = INPUT.data.slice(0, 2 * per);
+    const x = Tensor.fromData(ctx, xd, xs);
+    const [, , H, W] = xs;
+    const patch = 16;
+    const stride = 12;
+    const r = await explain(model, x, { methods: ['occlusion'], targets: TARGETS, occlusion: { patch, stride, fill: 0.25 } });
+    const [raw] = await readTensors(ctx, [r.methods[0].raw]);
+    const rows = await r.rows();
+    r.dispose();
+    const pos: number[] = [];
+    for (let p = 0; p + patch <= H; p += stride) pos.push(p);
+    if (pos[pos.length - 1] + patch < H) pos.push(H - patch);
+    const want = new Float64Array(2 * H * W);
+    const count = new Float64Array(H * W);
+    for (const y0 of pos) for (const x0 of pos) for (let y = y0; y < y0 + patch; y++) for (let q = x0; q < x0 + patch; q++) count[y * W + q]++;
+    for (let i = 0; i < 2; i++) {
+      const P = pos.length * pos.length;
+      const batch = new Float32Array(P * per);
+      pos.forEach((y0, a) => pos.forEach((x0, b) => {
+        const k = a * pos.length + b;
+        for (let e = 0; e < per; e++) {
+          const y = Math.floor((e % (H * W)) / W);
+          const q = e % W;
+          batch[k * per + e] = y >= y0 && y < y0 + patch && q >= x0 && q < x0 + patch ? 0.25 : xd[i * per + e];
+        }
+      }));
+      const t = Tensor.fromData(ctx, batch, [P, ...xs.slice(1)]);
+      const out = await model.run(t);
+      const l = await out.outputs.values().next().value!.read();
+      for (const v of out.outputs.values()) v.dispose();
+      t.dispose();
+      const C = l.length / P;
+      pos.forEach((y0, a) => pos.forEach((x0, b) => {
+        const drop = rows[i].score - l[(a * pos.length + b) * C + TARGETS[i]];
+        for (let y = y0; y < y0 + patch; y++) for (let q = x0; q < x0 + patch; q++) want[i * H * W + y * W + q] += drop / count[y * W + q];
+      }));
+    }
+    let err = 0;
+    raw.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]))));
+    expect(err / Math.max(...want.map(Math.abs))).toBeLessThan(1e-4);
+    x.dispose();
+    await model.dispose();
+  });
 });

@@ -11,7 +11,7 @@ import { largestActivationBytes } from '../ops/compile.js';
 import { finalMap, finerObjective, fuseLayerCam, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
-import { runAblationSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
+import { runAblationSweep, runOcclusionSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
 
@@ -55,6 +55,8 @@ export interface ExplainOptions {
   scoreBaseline?: boolean;
   /** RISE's number of masks (default 4000; SPEC's options 6000, 8000). */
   masks?: number;
+  /** Occlusion's patch side, stride and fill (defaults 64, 8, 0). */
+  occlusion?: { patch?: number; stride?: number; fill?: number };
 }
 
 export interface MethodMaps {
@@ -433,7 +435,9 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           const t0 = performance.now();
           const imageIndex = Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r));
           const sweepInputs = { x: input, a, seed: seedT, score: run.results.get('score')!, image: imageIndex };
-          swept.set(m.name, m.sweep === 'rise'
+          swept.set(m.name, m.sweep === 'occlusion'
+            ? { ...(await runOcclusionSweep(model, sweepInputs, { patch: options.occlusion?.patch ?? 64, stride: options.occlusion?.stride ?? 8, fill: options.occlusion?.fill ?? 0, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize })), weights: null }
+            : m.sweep === 'rise'
             ? { ...(await runRiseSweep(model, sweepInputs, { masks: options.masks ?? 4000, grid: 8, p1: 0.5, seed, scoreOf: options.score ?? 'softmax', maxChunk: options.batchSize })), weights: null }
             : m.sweep === 'ablationcam'
             ? await runAblationSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })

@@ -77,7 +77,7 @@ export interface CamMethod {
   /** Computed once from the input, not per target layer (the gradient baselines). */
   inputLevel?: true;
   /** A score sweep over the first layer's channels (src/cam/sweeps.ts), run after the shared pass. */
-  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise';
+  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise' | 'occlusion';
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -392,6 +392,15 @@ export const METHODS: readonly CamMethod[] = [
     hasWeights: false,
     sweep: 'rise',
     reference: 'RISE explanations.py: S = Σ_i p_c(x ⊙ M_i)·M_i/(N·p1), N = 4000 seeded masks, grid 8, p1 0.5, softmax score',
+    record: sweepOnly,
+  },
+  {
+    name: 'occlusion',
+    title: 'Occlusion',
+    needs: 'none',
+    hasWeights: false,
+    sweep: 'occlusion',
+    reference: 'seed 000 §4.1, CAPTUM Occlusion: patch 64 (at most the image side), stride 8, fill 0; a pixel is the mean score drop of the patches covering it',
     record: sweepOnly,
   },
   {

@@ -344,3 +344,121 @@ export async function runRiseSweep(model: Model, inputs: Pick<SweepInputs, 'x' |
     rowMask.dispose();
   }
 }
+
+export interface OcclusionOptions {
+  /** Side of the square patch (default 64, at most the image's side). */
+  patch: number;
+  stride: number;
+  fill: number;
+  scoreOf: 'logit' | 'softmax';
+  maxChunk?: number;
+}
+
+/** Patch positions along one axis of length n. */
+function positions(n: number, patch: number, stride: number): number[] {
+  const out: number[] = [];
+  for (let p = 0; p + patch <= n; p += stride) out.push(p);
+  if (out.length === 0 || out[out.length - 1] + patch < n) out.push(n - patch);
+  return out;
+}
+
+/**
+ * 1 inside the patch of each row, 0 outside: [nb, H, W] from the rows' top-left corners
+ * ([nb] each), by comparisons with the pixel coordinates (relu(v) > 0 ⇔ v > 0).
+ */
+function boxes(t: Tape, y0: Sym, x0: Sym, patch: number, H: number, W: number): Sym {
+  const nb = y0.shape[0];
+  const coords = (n: number, shape: number[]) => t.constant(hostTensor('float32', shape, Float32Array.from({ length: n }, (_, i) => i)));
+  const inside = (c: Sym, start: Sym) => {
+    const from = t.activation(t.sub(t.add(c, t.scalar(0.5)), start), { kind: 'relu' });
+    const to = t.activation(t.sub(t.add(start, t.scalar(patch - 0.5)), c), { kind: 'relu' });
+    const one = t.broadcast(t.scalar(1), from.shape);
+    const zero = t.broadcast(t.scalar(0), from.shape);
+    return t.where(from, t.where(to, one, zero), zero);
+  };
+  const iy = inside(t.broadcast(coords(H, [1, H, 1]), [nb, H, 1]), t.broadcast(t.reshape(y0, [nb, 1, 1]), [nb, H, 1]));
+  const ix = inside(t.broadcast(coords(W, [1, 1, W]), [nb, 1, W]), t.broadcast(t.reshape(x0, [nb, 1, 1]), [nb, 1, W]));
+  return t.mul(iy, ix);
+}
+
+/**
+ * Occlusion (seed 000 §4.1; Captum's Occlusion): each patch position p is filled with `fill`,
+ * d_p = y_c(x) − y_c(x with patch p filled), and a pixel's value is the mean of d over the
+ * patches that cover it. Occluded copies are the rows of one program; the weighting
+ * rebuilds the patches as a [P, H·W] matrix and averages by matmul.
+ */
+export async function runOcclusionSweep(model: Model, inputs: Pick<SweepInputs, 'x' | 'seed' | 'score'>, o: OcclusionOptions): Promise<Omit<SweepResult, 'weights'>> {
+  const [M, ...image] = inputs.x.shape;
+  const [H, W] = [image[1], image[2]];
+  const patch = Math.min(o.patch, H, W);
+  if (!(Number.isInteger(o.patch) && o.patch >= 1 && Number.isInteger(o.stride) && o.stride >= 1)) {
+    throw new InputError(`Occlusion: patch and stride must be whole numbers ≥ 1, got ${o.patch}, ${o.stride}`);
+  }
+  const ys = positions(H, patch, o.stride);
+  const xs = positions(W, patch, o.stride);
+  const P = ys.length * xs.length;
+  const corners = (k: number) => [ys[Math.floor(k / xs.length)], xs[k % xs.length]];
+  const classes = inputs.seed.shape[1];
+  const rows = M * P;
+  const ctx = model.ctx;
+  const rowImage = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => Math.floor(r / P)), [rows], 'occlusion-image');
+  const rowY = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => corners(r % P)[0]), [rows], 'occlusion-y');
+  const rowX = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => corners(r % P)[1]), [rows], 'occlusion-x');
+  try {
+    const run = await model.runProgram({
+      key: `occlusion|${image}|${M}|${patch}|${o.stride}|${o.fill}|${o.scoreOf}`,
+      batch: rows,
+      maxChunk: o.maxChunk,
+      build: (nb) => {
+        const t = new Tape();
+        const xAll = t.input('x', [M, ...image]);
+        const seedAll = t.input('seed', [M, classes]);
+        const img = t.input('row_image', [nb]);
+        const box = t.reshape(boxes(t, t.input('row_y', [nb]), t.input('row_x', [nb]), patch, H, W), [nb, 1, H, W]);
+        const keep = t.sub(t.broadcast(t.scalar(1), box.shape), box);
+        const occluded = t.add(t.mul(t.gatherRows(xAll, img), keep), t.mul(box, t.scalar(o.fill)));
+        const mt = model.tape(nb, { image, onto: { tape: t, input: occluded, prefix: 'occlusion/' } });
+        const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
+        const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
+        return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
+      },
+      feeds: {
+        x: { tensor: inputs.x, batchAxis: null },
+        seed: { tensor: inputs.seed, batchAxis: null },
+        row_image: { tensor: rowImage, batchAxis: 0 },
+        row_y: { tensor: rowY, batchAxis: 0 },
+        row_x: { tensor: rowX, batchAxis: 0 },
+      },
+      results: { score: { batchAxis: 0 } },
+      label: 'occlusion',
+    });
+    const flat = run.results.get('score')!;
+    try {
+      const combine = await model.runProgram({
+        key: `occlusion-weights|${M}|${H}|${W}|${patch}|${o.stride}`,
+        batch: M,
+        split: false,
+        build: (nb) => {
+          const t = new Tape();
+          const s = t.input('scores', [nb, P]);
+          const clean = t.reshape(t.input('clean', [nb]), [nb, 1]);
+          const drop = t.sub(clean, s);
+          const cy = t.constant(hostTensor('float32', [P], Float32Array.from({ length: P }, (_, k) => corners(k)[0])));
+          const cx = t.constant(hostTensor('float32', [P], Float32Array.from({ length: P }, (_, k) => corners(k)[1])));
+          const all = t.reshape(boxes(t, cy, cx, patch, H, W), [P, H * W]);
+          const count = t.reduce('sum', all, [0]);
+          const raw = t.reshape(t.div(t.matmul(drop, all), t.add(count, t.scalar(1e-30))), [nb, H, W]);
+          return { graph: t.graph, names: new Map([['raw', raw.name], ['map', normalize01(t, raw, 1e-8).name], ['scores', drop.name]]) };
+        },
+        feeds: { scores: { tensor: flat.reshaped([M, P]), batchAxis: 0 }, clean: { tensor: inputs.score, batchAxis: 0 } },
+        results: { map: { batchAxis: 0 }, raw: { batchAxis: 0 }, scores: { batchAxis: 0 } },
+        label: 'occlusion-weights',
+      });
+      return { map: combine.results.get('map')!, raw: combine.results.get('raw')!, scores: combine.results.get('scores')! };
+    } finally {
+      flat.dispose();
+    }
+  } finally {
+    for (const t of [rowImage, rowY, rowX]) t.dispose();
+  }
+}
