@@ -11,6 +11,7 @@ import { largestActivationBytes } from '../ops/compile.js';
 import { finalMap, finerObjective, fuseLayerCam, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
+import { runOptiCam } from './opticam.js';
 import { runAblationSweep, runOcclusionSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
@@ -57,6 +58,15 @@ export interface ExplainOptions {
   masks?: number;
   /** Occlusion's patch side, stride and fill (defaults 64, 8, 0). */
   occlusion?: { patch?: number; stride?: number; fill?: number };
+  /** Opti-CAM: iterations (50), Adam's learning rate (0.1), loss 'plain' (default) or 'norm'. */
+  iterations?: number;
+  lr?: number;
+  optiLoss?: 'plain' | 'norm';
+  /**
+   * How the model input relates to [0, 1] pixels (x = (p − mean)/std per channel), for
+   * methods that mask pixels (Opti-CAM). Default ImageNet's for 3-channel inputs.
+   */
+  pixels?: { mean: readonly number[]; std: readonly number[] };
 }
 
 export interface MethodMaps {
@@ -70,6 +80,8 @@ export interface MethodMaps {
   weights: Tensor | null;
   /** [M, C, H, W] per-channel input attribution (gradient baselines). */
   attribution: Tensor | null;
+  /** Opti-CAM's loss at every iteration, [M, iterations]. */
+  lossCurve?: Tensor;
   /** GPU time of the method's own launches (profile only). */
   gpuMs: number | null;
   /** Wall time of the whole explain call (the methods share one pass). */
@@ -435,6 +447,13 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           const t0 = performance.now();
           const imageIndex = Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r));
           const sweepInputs = { x: input, a, seed: seedT, score: run.results.get('score')!, image: imageIndex };
+          if (m.sweep === 'opticam') {
+            const px = options.pixels ?? (input.shape[1] === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : null);
+            if (!px) throw new InputError(`Opti-CAM masks [0, 1] pixels: give the mean/std of this ${input.shape[1]}-channel model's normalization (option pixels)`);
+            const r = await runOptiCam(model, input, seedT, { layer: requestedLayers[0], iterations: options.iterations ?? 50, lr: options.lr ?? 0.1, loss: options.optiLoss ?? 'plain', mean: px.mean, std: px.std, maxChunk: options.batchSize });
+            swept.set(m.name, { map: r.map, raw: r.raw, weights: r.weights, scores: r.lossCurve });
+            continue;
+          }
           swept.set(m.name, m.sweep === 'occlusion'
             ? { ...(await runOcclusionSweep(model, sweepInputs, { patch: options.occlusion?.patch ?? 64, stride: options.occlusion?.stride ?? 8, fill: options.occlusion?.fill ?? 0, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize })), weights: null }
             : m.sweep === 'rise'
@@ -462,6 +481,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       raw: swept.get(m.name)!.raw,
       weights: swept.get(m.name)!.weights,
       attribution: null,
+      ...(m.sweep === 'opticam' ? { lossCurve: swept.get(m.name)!.scores } : {}),
       gpuMs: null,
       wallMs,
     } : ({
@@ -474,7 +494,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       gpuMs: timings ? timings.filter((s) => s.label.startsWith(`${m.name}/`)).reduce((p, s) => p + s.ms, 0) : null,
       wallMs,
     }));
-    for (const r of swept.values()) r.scores.dispose();
+    for (const [name, r] of swept) if (name !== 'opticam') r.scores.dispose();
     const targetClass = run.results.get('target')!;
     const targetScore = run.results.get('score')!;
     let rowsRead: Promise<ExplainRow[]> | null = null;
@@ -497,6 +517,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           m.raw.dispose();
           m.weights?.dispose();
           m.attribution?.dispose();
+          m.lossCurve?.dispose();
         }
         targetClass.dispose();
         targetScore.dispose();

@@ -77,7 +77,7 @@ export interface CamMethod {
   /** Computed once from the input, not per target layer (the gradient baselines). */
   inputLevel?: true;
   /** A score sweep over the first layer's channels (src/cam/sweeps.ts), run after the shared pass. */
-  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise' | 'occlusion';
+  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise' | 'occlusion' | 'opticam';
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -401,6 +401,15 @@ export const METHODS: readonly CamMethod[] = [
     hasWeights: false,
     sweep: 'occlusion',
     reference: 'seed 000 §4.1, CAPTUM Occlusion: patch 64 (at most the image side), stride 8, fill 0; a pixel is the mean score drop of the patches covering it',
+    record: sweepOnly,
+  },
+  {
+    name: 'opticam',
+    title: 'Opti-CAM',
+    needs: 'none',
+    hasWeights: true,
+    sweep: 'opticam',
+    reference: 'seed 003; OPTI generate_opticam.py / util.py: u from 0.5, Adam lr 0.1, 50 iterations, masks on [0, 1] pixels, early stop every iterations/10',
     record: sweepOnly,
   },
   {
