@@ -258,16 +258,31 @@ class OnnxModule(nn.Module):
             closes = [sp for sp in reversed(scopes) if last_in_scope[sp] == k]
             self._order.append((path, closes))
         self.scope_nodes = {sp: nodes[k].name for sp, k in last_in_scope.items()}
+        # The node and scope modules as built, for scopes replaced by another module (below).
+        self._built = {path: self.get_submodule(path) for path, _ in self._order}
+        self._built.update({sp: self.get_submodule(sp) for sp in last_in_scope})
+
+    def _module(self, path):
+        """The node or scope module at `path`.  When an enclosing scope has been swapped for
+        another module (pytorch-grad-cam's AblationCAM replaces its target layer by an
+        AblationLayer with replace_layer_recursive), the path no longer leads inside it: the
+        modules inside run as built, and the replacement is called with the scope's output
+        where the scope was (see forward), so its output takes the scope's place as it would
+        in torch."""
+        try:
+            return self.get_submodule(path)
+        except AttributeError:
+            return self._built[path]
 
     def forward(self, x):
         env = {self.input_names[0]: x}
         for path, closes in self._order:
-            node = self.get_submodule(path)
+            node = self._module(path)
             if len(node.outputs) != 1:
                 raise NotImplementedError("onnx_torch: multi-output node %s" % node.onnx_name)
             y = node(env[node.inputs[0]]) if isinstance(node, ReluNode) else node(env)
             for sp in closes:
-                y = self.get_submodule(sp)(y)
+                y = self._module(sp)(y)
             env[node.outputs[0]] = y
         return env[self.output_name]
 
