@@ -1,3 +1,8 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { explain, resolveMethods } from '../src/cam/explain.js';
+import { METHOD_BY_NAME } from '../src/cam/methods.js';
+import { formatNpy } from '../src/io/npy.js';
 import { EagerEnv } from '../src/ops/env.js';
 import { lowerMatMul } from '../src/ops/gemm.js';
 import { bound } from '../src/ops/types.js';
@@ -13,14 +18,15 @@ export interface BenchOptions {
   json: boolean;
 }
 
-function quantile(sorted: number[], q: number): number {
+export function quantile(sorted: number[], q: number): number {
   const pos = (sorted.length - 1) * q;
   const lo = Math.floor(pos);
   const hi = Math.ceil(pos);
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
-function seededInput(n: number): Float32Array {
+/** The input every benchmark feeds (tools/bench-peer.mjs, tools/bench-tfjs.ts and tools/bench_pgc.py make the same). */
+export function seededInput(n: number): Float32Array {
   let s = 12345;
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) {
@@ -220,4 +226,200 @@ export async function runMatmulBench(n: number, o: Pick<BenchOptions, 'iters' | 
   env.release();
   ctx.destroy();
   return { n, medianMs, gflops, adapter };
+}
+
+// ---------------------------------------------------------------------------------------------
+// camgpu bench --explain: the CAM methods of part 1 against the bare forward+backward pass
+
+/** The methods of part 1 (SPEC §1, the one-forward / one-backward family), timed one by one and together. */
+export const EXPLAIN_METHODS: readonly string[] = [
+  'gradcam', 'gradcam++', 'xgradcam', 'hirescam', 'gradcamelementwise', 'layercam',
+  'eigencam', 'eigengradcam', 'kpcacam', 'fem', 'finercam', 'activationcam',
+];
+
+/** The gradient CAMs among them: those that read ∂y/∂A (the target class's backward pass, or Finer-CAM's own). */
+export const GRADIENT_CAMS: readonly string[] = EXPLAIN_METHODS.filter((m) => {
+  const needs = METHOD_BY_NAME.get(m)?.needs;
+  return needs === 'class' || needs === 'finer';
+});
+
+export interface ExplainBenchOptions {
+  batch: number[];
+  iters: number;
+  warmup: number;
+  /** Target layer (tensor, node or torch module path); default 'auto'. */
+  layer?: string;
+  /** Methods to time one by one (default EXPLAIN_METHODS); 'all' and 'gradient' entries time them together. */
+  methods?: readonly string[];
+  /** One profiled explain of all methods per batch: GPU time per method (timestamp queries). */
+  profile: boolean;
+  /** Write each single method's maps at the first batch size here, as <prefix><method>.npy. */
+  mapsOut?: string;
+  mapsPrefix?: string;
+  json: boolean;
+}
+
+export interface Timed {
+  medianMs: number;
+  p10Ms: number;
+  p90Ms: number;
+  /** The first call: program build and, for the first program using them, pipeline compilation. */
+  firstMs: number;
+  timesMs: number[];
+}
+
+export interface ExplainEntry {
+  /** A method name, 'all' (every method of the entry list in one explain call) or 'gradient' (the gradient CAMs in one call). */
+  name: string;
+  methods: string[];
+  explain: Timed;
+  /** The bare forward+backward pass timed alternately with this entry (same iterations). */
+  bare: Timed;
+  /** explain median / paired bare median. */
+  overBare: number;
+}
+
+export interface ExplainBatchBench {
+  batch: number;
+  /** Every bare sample of the batch pooled. */
+  bare: Timed;
+  entries: ExplainEntry[];
+  /** One profiled explain of the 'all' entry: GPU ms of the shared pass and of each method's own launches. */
+  profile?: { passGpuMs: number; methods: { method: string; gpuMs: number }[] };
+  /** Per image row of the first entry: the class explained (argmax) and its logit. */
+  targets: number[];
+}
+
+export interface ExplainBench {
+  model: string;
+  adapter: string;
+  date: string;
+  layer: { requested: string; tensor: string; shape: number[] };
+  input: number[];
+  importMs: number;
+  bare: string;
+  readback: string;
+  batches: ExplainBatchBench[];
+  goals: { batch: number; camMathShare: number | null; gradientOverGradcam: number | null; allOverGradcam: number | null }[];
+}
+
+function timed(times: number[], firstMs: number): Timed {
+  const s = [...times].sort((p, q) => p - q);
+  return { medianMs: quantile(s, 0.5), p10Ms: quantile(s, 0.1), p90Ms: quantile(s, 0.9), firstMs, timesMs: times };
+}
+
+/**
+ * Times explain() per method (and all of them in one call) at each batch size, each call
+ * including the readback of every map it made, against the bare forward+backward pass to the
+ * same layer (Model.grad, ∂ top-class logit / ∂layer, with the readback of that gradient),
+ * the two alternating iteration by iteration so that both see the same machine load.
+ */
+export async function runExplainBench(path: string, o: ExplainBenchOptions): Promise<ExplainBench> {
+  resolveMethods([...(o.methods ?? EXPLAIN_METHODS)]); // unknown names fail here, before any GPU work
+  const ctx = await GpuContext.create();
+  const tImport = performance.now();
+  const model = loadModel(ctx, path);
+  const importMs = performance.now() - tImport;
+  const log = (s: string) => {
+    if (!o.json) console.log(s);
+  };
+  const layer = o.layer ?? 'auto';
+  const single = [...(o.methods ?? EXPLAIN_METHODS)];
+  const gradient = single.filter((m) => GRADIENT_CAMS.includes(m));
+  const plan: { name: string; methods: string[] }[] = [
+    ...single.map((m) => ({ name: m, methods: [m] })),
+    ...(single.length > 1 ? [{ name: 'all', methods: single }] : []),
+    ...(gradient.length > 1 ? [{ name: 'gradient', methods: gradient }] : []),
+  ];
+  const inShape = model.defaultInputShape(1).slice(1);
+  const per = inShape.reduce((a, b) => a * b, 1);
+  const adapter = ctx.adapterInfo.description || ctx.adapterInfo.device;
+  log(`explain bench: ${path} on ${adapter}, layer ${layer}, input ${inShape.join('x')}`);
+  let layerInfo: ExplainBench['layer'] | null = null;
+  const batches: ExplainBatchBench[] = [];
+  for (const [bi, b] of o.batch.entries()) {
+    const x = Tensor.fromData(ctx, seededInput(b * per), [b, ...inShape]);
+    const bareOnce = async () => {
+      const t0 = performance.now();
+      const r = await model.grad(x, { wrt: [layer], target: { classes: 'argmax' } });
+      const g = r.gradients.get(layer);
+      if (!g) throw new Error(`the top-class logit does not depend on layer '${layer}'`);
+      await readTensors(ctx, [g.value]);
+      const ms = performance.now() - t0;
+      for (const t of [...r.outputs.values(), g.value]) t.dispose();
+      return ms;
+    };
+    const explainOnce = async (methods: readonly string[], keep = false, rows = false) => {
+      const t0 = performance.now();
+      const r = await explain(model, x, { methods, layers: [layer] });
+      const maps = await readTensors(ctx, r.methods.map((m) => m.map));
+      const ms = performance.now() - t0;
+      // Outside the timed span: the maps kept for the caller, and the classes explained.
+      const out = { ms, maps: keep ? r.methods.map((m, i) => ({ method: m.method, shape: [...m.map.shape], data: maps[i] })) : [], layers: r.layers, rows: rows ? await r.rows() : [] };
+      r.dispose();
+      return out;
+    };
+    const allBare: number[] = [];
+    const entries: ExplainEntry[] = [];
+    let targets: number[] = [];
+    for (const e of plan) {
+      // The first calls build (and compile) both programs; then warm-ups, then timed pairs.
+      const bFirst = await bareOnce();
+      const first = await explainOnce(e.methods, bi === 0 && e.methods.length === 1 && !!o.mapsOut, !targets.length);
+      layerInfo ??= { requested: first.layers[0].requested, tensor: first.layers[0].tensor, shape: first.layers[0].shape.slice(1) };
+      if (first.rows.length && !targets.length) targets = first.rows.map((r) => r.target);
+      if (first.maps.length && o.mapsOut) {
+        mkdirSync(o.mapsOut, { recursive: true });
+        for (const m of first.maps) writeFileSync(join(o.mapsOut, `${o.mapsPrefix ?? ''}${m.method}.npy`), formatNpy(m.data, m.shape));
+      }
+      for (let i = 0; i < o.warmup; i++) {
+        await bareOnce();
+        await explainOnce(e.methods);
+      }
+      const bt: number[] = [];
+      const et: number[] = [];
+      for (let i = 0; i < o.iters; i++) {
+        bt.push(await bareOnce());
+        et.push((await explainOnce(e.methods)).ms);
+      }
+      allBare.push(...bt);
+      const entry: ExplainEntry = { name: e.name, methods: e.methods, explain: timed(et, first.ms), bare: timed(bt, bFirst), overBare: 0 };
+      entry.overBare = entry.explain.medianMs / entry.bare.medianMs;
+      entries.push(entry);
+      log(`batch ${b} ${e.name.padEnd(18)} ${entry.explain.medianMs.toFixed(1).padStart(8)} ms (p10 ${entry.explain.p10Ms.toFixed(1)}, p90 ${entry.explain.p90Ms.toFixed(1)}); bare fwd+bwd ${entry.bare.medianMs.toFixed(1)} ms; ×${entry.overBare.toFixed(3)}`);
+    }
+    const batchEntry: ExplainBatchBench = { batch: b, bare: timed(allBare, NaN), entries, targets };
+    const allEntry = plan.find((e) => e.name === 'all') ?? plan[0];
+    if (o.profile && ctx.hasTimestamps && allEntry) {
+      const r = await explain(model, x, { methods: allEntry.methods, layers: [layer], profile: true });
+      await readTensors(ctx, r.methods.map((m) => m.map));
+      batchEntry.profile = { passGpuMs: r.passGpuMs ?? NaN, methods: r.methods.map((m) => ({ method: m.method, gpuMs: m.gpuMs ?? NaN })) };
+      r.dispose();
+      log(`  profiled '${allEntry.name}': shared pass ${batchEntry.profile.passGpuMs.toFixed(1)} GPU ms; ${batchEntry.profile.methods.map((m) => `${m.method} ${m.gpuMs.toFixed(1)}`).join(', ')}`);
+    }
+    batches.push(batchEntry);
+    x.dispose();
+  }
+  await model.dispose();
+  ctx.destroy();
+  const goals = batches.map((bb) => {
+    const g = bb.entries.find((e) => e.name === 'gradcam');
+    const grad = bb.entries.find((e) => e.name === 'gradient');
+    const all = bb.entries.find((e) => e.name === 'all');
+    return {
+      batch: bb.batch,
+      camMathShare: g ? g.overBare - 1 : null,
+      gradientOverGradcam: g && grad ? grad.explain.medianMs / g.explain.medianMs : null,
+      allOverGradcam: g && all ? all.explain.medianMs / g.explain.medianMs : null,
+    };
+  });
+  for (const g of goals) {
+    log(`batch ${g.batch}: CAM math share (explain(gradcam) / bare − 1) ${g.camMathShare === null ? '–' : `${(100 * g.camMathShare).toFixed(1)} %`} (goal ≤ 10 %); gradient CAMs together / Grad-CAM ${g.gradientOverGradcam?.toFixed(3) ?? '–'}× (goal ≤ 1.3×); all / Grad-CAM ${g.allOverGradcam?.toFixed(3) ?? '–'}×`);
+  }
+  return {
+    model: path, adapter, date: new Date().toISOString(), layer: layerInfo!, input: inShape, importMs,
+    bare: `Model.grad(x, { wrt: ['${layer}'], target: { classes: 'argmax' } }) and the readback of ∂(top-class logit)/∂layer`,
+    readback: 'every map the call made ([N, H, W] per method), in one readTensors',
+    batches, goals,
+  };
 }

@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy, parseNpy } from '../src/io/npy.js';
 import { CamgpuError, GpuContext, InputError, loadModel, Tensor } from '../src/node.js';
-import { runBench, runMatmulBench } from './bench.js';
+import { EXPLAIN_METHODS, runBench, runExplainBench, runMatmulBench } from './bench.js';
 import { runTrainBench } from './bench-train.js';
 import { collect, csv, meanStd, nonNegativeInt, positiveInt, UsageError } from './args.js';
 import { addExplainCommand } from './explain.js';
@@ -258,11 +258,19 @@ export function buildProgram(): Command {
     .option('--train', 'time training steps of --arch (gather, forward, backward, optimizer): images/s', false)
     .option('--arch <name>', 'architecture for --train: vgg or resnet', 'vgg')
     .option('--optimizer <name>', 'optimizer for --train: sgd or adam')
+    .option('--explain', 'time explain() per CAM method (and all together) with the readback of the maps, against the bare forward+backward pass to --layer', false)
+    .option('--layer <name>', "target layer for --explain: tensor, node or torch module path (layer4, features.29), or 'auto'", 'auto')
+    .option('--methods <names>', `methods for --explain, comma-separated (default: ${EXPLAIN_METHODS.join(',')})`, csv)
+    .option('--maps-out <dir>', "--explain: write each method's maps at the first batch size here (<method>.npy)")
     .option('--json', 'machine-readable output', false)
-    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; json: boolean }, cmd: Command) => {
+    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; explain: boolean; layer: string; methods?: string[]; mapsOut?: string; json: boolean }, cmd: Command) => {
       if (!o.model && !o.matmul && !o.train) throw new UsageError('give --model FILE, --matmul N and/or --train --arch NAME');
+      if (o.explain && !o.model) throw new UsageError('--explain needs --model FILE');
+      if (o.explain && o.grad) throw new UsageError('--explain and --grad are separate benchmarks; give one');
       const results: Record<string, unknown> = {};
-      if (o.model) results.model = await runBench(o.model, o);
+      if (o.model && o.explain) {
+        results.explain = await runExplainBench(o.model, { batch: o.batch, iters: o.iters, warmup: o.warmup, layer: o.layer, methods: o.methods, profile: o.profile, mapsOut: o.mapsOut, json: o.json });
+      } else if (o.model) results.model = await runBench(o.model, o);
       if (o.matmul) results.matmul = await runMatmulBench(o.matmul, o);
       if (o.train) {
         const arch = archName(o.arch);
