@@ -30,10 +30,10 @@ async function plainScores(model: Model, x: Float32Array, xs: number[], a: Float
     const batch = new Float32Array(K * steps.length * C * H * W);
     for (let k = 0; k < K; k++) {
       const plane = a.subarray((i * K + k) * h * w, (i * K + k + 1) * h * w);
-      const lo = Math.min(...plane);
-      const hi = Math.max(...plane);
-      const norm = Array.from(plane, (v) => (v - lo) / (hi - lo + 1e-8));
-      const up = bilinearRef(norm, [1, 1, h, w], H, W, { alignCorners }).data;
+      const big = bilinearRef(plane, [1, 1, h, w], H, W, { alignCorners }).data;
+      const lo = Math.min(...big);
+      const hi = Math.max(...big);
+      const up = big.map((v) => (v - lo) / (hi - lo + 1e-8));
       steps.forEach((s, j) => {
         const base = (k * steps.length + j) * C * H * W;
         for (let c = 0; c < C; c++) for (let p = 0; p < H * W; p++) batch[base + c * H * W + p] = x[(i * C + c) * H * W + p] * up[p] * s;
@@ -214,6 +214,34 @@ describe('score sweeps', () => {
     let err = 0;
     raw.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]))));
     expect(err / Math.max(...want.map(Math.abs))).toBeLessThan(1e-4);
+    x.dispose();
+    await model.dispose();
+  });
+
+  it.each(['fashion-vgg', 'fashion-resnet'])('%s: Score-CAM (align_corners) and Ablation-CAM match pytorch-grad-cam', async (name) => {
+    const ctx = await gpu();
+    const dir = join(REPO, 'test/fixtures/cam', name);
+    const meta = JSON.parse(readFileSync(join(dir, 'sweeps.json'), 'utf8')) as { model: string; input: string; targets: number[]; layer: { module: string } };
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, meta.model))));
+    const input = npy(join(REPO, meta.input));
+    const x = Tensor.fromData(ctx, input.data, input.shape);
+    const r = await explain(model, x, { methods: ['scorecam', 'ablationcam'], layers: [meta.layer.module], targets: meta.targets, alignCorners: true });
+    const [sw, sm, aw, am] = await readTensors(ctx, [r.methods[0].weights!, r.methods[0].map, r.methods[1].weights!, r.methods[1].map]);
+    r.dispose();
+    const close = (got: Float32Array, file: string, rel: boolean) => {
+      const want = npy(join(dir, file)).data;
+      let err = 0;
+      let big = 0;
+      got.forEach((v, i) => {
+        err = Math.max(err, Math.abs(v - want[i]));
+        big = Math.max(big, Math.abs(want[i]));
+      });
+      return rel ? err / big : err;
+    };
+    expect(close(sw, 'ScoreCAM-weights.npy', true), 'Score-CAM weights').toBeLessThan(1e-4);
+    expect(close(sm, 'ScoreCAM.npy', false), 'Score-CAM map').toBeLessThan(1e-4);
+    expect(close(aw, 'AblationCAM-weights.npy', true), 'Ablation-CAM weights').toBeLessThan(1e-4);
+    expect(close(am, 'AblationCAM.npy', false), 'Ablation-CAM map').toBeLessThan(1e-4);
     x.dispose();
     await model.dispose();
   });

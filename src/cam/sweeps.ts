@@ -33,9 +33,10 @@ export interface SweepOptions {
   seed: number;
 }
 
+/** SPEC's M_k = u(up(A_k)) (as PGC: upsample, then normalize with eps 1e-8), as [n, 1, H, W]. */
 const mask01 = (t: Tape, a: Sym, size: readonly [number, number], alignCorners: boolean) => {
   const [n] = a.shape;
-  return t.reshape(upsample(t, normalize01(t, a, 1e-8), size, alignCorners), [n, 1, size[0], size[1]]);
+  return t.reshape(normalize01(t, upsample(t, a, size, alignCorners), 1e-8), [n, 1, size[0], size[1]]);
 };
 
 export const SWEEPS: Record<string, ScoreSweep> = {
