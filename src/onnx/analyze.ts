@@ -5,7 +5,7 @@ import { binaryOutputShape } from '../ops/elementwise.js';
 import { gemmOutputShape, matmulOutputShape } from '../ops/gemm.js';
 import { concatOutputShape, padOutputShape } from '../ops/layout.js';
 import { globalPoolOutputShape, type Pool2dAttrs, poolOutputShape } from '../ops/pool.js';
-import { CamgpuError, InputError, InternalError, OnnxFormatError, ShapeError, typedSync, UnsupportedOpError } from '../runtime/errors.js';
+import { CamgpuError, InputError, InternalError, LimitError, OnnxFormatError, ShapeError, typedSync, UnsupportedOpError } from '../runtime/errors.js';
 import { as4d, formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
@@ -297,6 +297,9 @@ function softmax(n: IrNode, env: NodeEnv, log: boolean) {
   return { ops: [{ kind: 'softmax', node: n, inputs: [n.inputs[0]], output: n.outputs[0], axis, coerce2d, log } as GraphOp], shapes: [x] };
 }
 
+/** Most window reads one pooling op may do (N·C·OH·OW·KH·KW): 2^32. */
+export const MAX_POOL_READS = 2 ** 32;
+
 function pool(n: IrNode, env: NodeEnv, kind: 'max' | 'avg') {
   const x = env.shape(n.inputs[0]);
   const rank = checkSpatialRank(n, x);
@@ -314,6 +317,12 @@ function pool(n: IrNode, env: NodeEnv, kind: 'max' | 'avg') {
     countIncludePad: attrNumber(n, 'count_include_pad', 0) === 1,
   };
   const y = poolOutputShape(where(n), as4d(x), attrs);
+  // A pool reads its whole window for every output (padding included): a window of 2^31
+  // under SAME padding would keep the GPU busy for hours.
+  const reads = sizeOf(y) * attrs.kernel[0] * attrs.kernel[1];
+  if (reads > MAX_POOL_READS) {
+    throw new LimitError(`${where(n)}: a ${attrs.kernel.join('×')} window over ${formatShape(y)} outputs is ${reads} reads, over camgpu's cap of ${MAX_POOL_READS} per pool`, { node: n.name, field: 'kernel_shape' });
+  }
   return { ops: [{ kind: 'pool', node: n, pool: kind, inputs: [n.inputs[0]], output: n.outputs[0], attrs } as GraphOp], shapes: [from4d(y, rank)] };
 }
 

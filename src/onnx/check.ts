@@ -407,7 +407,10 @@ function topologicalOrder(deps: number[][], names: string[], file: string): numb
     path.push(v);
     v = deps[v].find((d) => !done[d])!;
   }
-  const cycle = path.slice(seenAt.get(v)!).reverse();
+  const loop = path.slice(seenAt.get(v)!).reverse();
+  // Reported from the node that comes first in the file.
+  const first = loop.indexOf(Math.min(...loop));
+  const cycle = [...loop.slice(first), ...loop.slice(0, first)];
   const shown = cycle.slice(0, 8).map((i) => `'${names[i]}'`);
   throw new OnnxFormatError(file, `the graph has a cycle: ${shown.join(' → ')}${cycle.length > 8 ? ` → … (${cycle.length} nodes)` : ` → '${names[cycle[0]]}'`}`, { node: names[cycle[0]], field: 'input' });
 }
