@@ -410,7 +410,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     // A bug in camgpu, not in the input: one line asking for a report; the stack on request.
     const internal = e instanceof InternalError ? e : new InternalError('the command', e);
-    console.error(`camgpu: internal error [${internal.code}]: ${oneLine(internal.message)} — this is a bug in camgpu; please report it with the command and the model${debug ? '' : ' (rerun with --debug for the stack)'}`);
+    console.error(`camgpu: internal error [${internal.code}]: ${oneLine(internal.message.replace(/^internal error /, ''))} — this is a bug in camgpu; please report it with the command and the model${debug ? '' : ' (rerun with --debug for the stack)'}`);
     if (debug) {
       const cause = internal.cause;
       console.error(cause instanceof Error && cause.stack ? cause.stack : internal.stack);
