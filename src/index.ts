@@ -13,6 +13,8 @@ export {
 } from './ops/program.js';
 export type { Tape, Sym } from './ops/tape.js';
 export { importOnnx, MIN_OPSET, MAX_OPSET } from './onnx/import.js';
+export { checkModel, FOLD_MAX_ELEMENTS, MAX_RANK, MAX_IR_VERSION, type CheckedModel } from './onnx/check.js';
+export { type PoolOptions, type PoolStats, DEFAULT_POOL_FREE_BYTES, DEFAULT_POOL_IDLE_MS } from './runtime/buffer-pool.js';
 export { exportOnnx, type ExportOptions, type ExportInput } from './onnx/export.js';
 export { exportModel, type ExportModelOptions } from './export-model.js';
 export { SUPPORTED_OPS } from './onnx/analyze.js';

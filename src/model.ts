@@ -8,7 +8,7 @@ import { optimize } from './ops/passes.js';
 import { type BatchAxis, type ProgramFeed, type ProgramGraph, type ProgramResultSpec, type ProgramRun, ProgramRunner, type ProgramSpec, type RunRequest } from './ops/program.js';
 import { type Sym, Tape } from './ops/tape.js';
 import type { GpuContext } from './runtime/device.js';
-import { InputError, ShapeError } from './runtime/errors.js';
+import { InputError, ShapeError, typedAsync } from './runtime/errors.js';
 import type { HostTensor } from './runtime/host-tensor.js';
 import type { OpTiming } from './runtime/recorder.js';
 import { formatShape } from './runtime/shape.js';
@@ -363,7 +363,11 @@ export class Model {
    * Runs the model on a batch. Taps cost no extra pass: they are kept alive in the same
    * pass and copied out with the outputs.
    */
-  async run(input: Tensor | ReadonlyMap<string, Tensor>, options: RunOptions = {}): Promise<RunResult> {
+  run(input: Tensor | ReadonlyMap<string, Tensor>, options: RunOptions = {}): Promise<RunResult> {
+    return typedAsync('run', () => this.runTyped(input, options));
+  }
+
+  private async runTyped(input: Tensor | ReadonlyMap<string, Tensor>, options: RunOptions): Promise<RunResult> {
     const feeds = input instanceof Tensor ? new Map([[this.inputName, input]]) : new Map(input);
     if (feeds.size !== 1 || options.inputValues) return this.runOnce(feeds, options);
     const [[name, x]] = [...feeds];
@@ -427,7 +431,11 @@ export class Model {
    * target (GradTarget) at every `wrt` layer and/or the input, for a batch with a target per
    * image. No readback happens in between; batches split as in run().
    */
-  async grad(x: Tensor, options: GradOptions = {}): Promise<GradResult> {
+  grad(x: Tensor, options: GradOptions = {}): Promise<GradResult> {
+    return typedAsync('gradient run', () => this.gradTyped(x, options));
+  }
+
+  private async gradTyped(x: Tensor, options: GradOptions): Promise<GradResult> {
     const name = this.inputName;
     const batch = this.checkBatchInput(x, name);
     const rest = x.shape.slice(1);

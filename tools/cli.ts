@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy, parseNpy } from '../src/io/npy.js';
-import { CamgpuError, GpuContext, InputError, loadModel, Tensor } from '../src/node.js';
+import { CamgpuError, GpuContext, InputError, InternalError, loadModel, Tensor } from '../src/node.js';
 import { EXPLAIN_METHODS, runBench, runExplainBench, runMatmulBench } from './bench.js';
 import { runTrainBench } from './bench-train.js';
 import { collect, csv, meanStd, nonNegativeInt, positiveInt, UsageError } from './args.js';
@@ -214,6 +214,7 @@ async function cmdInfo(o: { json: boolean }): Promise<void> {
 export function buildProgram(): Command {
   const program = new Command('camgpu')
     .description('ONNX CNNs on WebGPU: forward passes, layer taps, gradients, CAM explanations, benchmarks')
+    .option('--debug', 'print the stack of an internal error (also CAMGPU_DEBUG=1)')
     .showHelpAfterError()
     .exitOverride();
   program.command('info').description('adapter, features and limits').option('--json', 'machine-readable output', false).action(cmdInfo);
@@ -322,28 +323,41 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** One line: messages never span lines on the terminal (a stray newline in a name cannot split them). */
+function oneLine(text: string): string {
+  return text.replace(/\s*[\r\n]+\s*/g, ' ').trim();
+}
+
 export async function main(argv: string[]): Promise<number> {
+  // --debug (anywhere) or CAMGPU_DEBUG=1: internal errors come with their stack.
+  const debug = argv.includes('--debug') || process.env.CAMGPU_DEBUG === '1';
   const program = buildProgram();
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(argv.filter((a) => a !== '--debug'), { from: 'user' });
     return 0;
   } catch (e) {
     const err = e as Error & { code?: string; exitCode?: number };
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return 0;
     if (err.code?.startsWith('commander.')) return err.exitCode ?? 2;
     if (e instanceof UsageError) {
-      console.error(`camgpu: ${e.message}`);
+      console.error(`camgpu: ${oneLine(e.message)}`);
       return 2;
     }
     if (e instanceof CamgpuCheckError) {
-      console.error(`camgpu: check failed: ${e.message}`);
+      console.error(`camgpu: check failed: ${oneLine(e.message)}`);
       return 1;
     }
-    if (e instanceof CamgpuError) {
-      console.error(`camgpu: error [${e.code}]: ${e.message}`);
+    if (e instanceof CamgpuError && !(e instanceof InternalError)) {
+      console.error(`camgpu: error [${e.code}]: ${oneLine(e.message)}`);
       return 1;
     }
-    console.error(`camgpu: internal error: ${err.stack ?? err.message}`);
+    // A bug in camgpu, not in the input: one line asking for a report; the stack on request.
+    const internal = e instanceof InternalError ? e : new InternalError('the command', e);
+    console.error(`camgpu: internal error [${internal.code}]: ${oneLine(internal.message.replace(/^internal error /, ''))} — this is a bug in camgpu; please report it with the command and the model${debug ? '' : ' (rerun with --debug for the stack)'}`);
+    if (debug) {
+      const cause = internal.cause;
+      console.error(cause instanceof Error && cause.stack ? cause.stack : internal.stack);
+    }
     return 70;
   }
 }

@@ -5,11 +5,12 @@ import { binaryOutputShape } from '../ops/elementwise.js';
 import { gemmOutputShape, matmulOutputShape } from '../ops/gemm.js';
 import { concatOutputShape, padOutputShape } from '../ops/layout.js';
 import { globalPoolOutputShape, type Pool2dAttrs, poolOutputShape } from '../ops/pool.js';
-import { InputError, OnnxFormatError, ShapeError, UnsupportedOpError } from '../runtime/errors.js';
+import { CamgpuError, InputError, InternalError, LimitError, OnnxFormatError, ShapeError, typedSync, UnsupportedOpError } from '../runtime/errors.js';
 import { as4d, formatShape, normalizeAxis, sizeOf } from '../runtime/shape.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
 import type { PadMode } from '../shaders/layout.js';
-import { CPU_ONLY_OPS, FOLDABLE_OPS, foldNode, reshapeShape } from './cpu-eval.js';
+import { checkAxes, checkAxis, checkLength } from './check.js';
+import { CPU_ONLY_OPS, FOLDABLE_OPS, flattenAxis, foldNode, reshapeShape, squeezeShape, unsqueezeShape } from './cpu-eval.js';
 import { type HostTensor, hostTensor, isFloatType, toNumbers } from '../runtime/host-tensor.js';
 import { attrInts, attrNumber, attrString, type IrGraph, type IrNode, resolveAlias } from './ir.js';
 import type { GraphOp, OpGraph } from '../ops/graph.js';
@@ -50,11 +51,25 @@ function unsupported(n: IrNode, detail: string): never {
   throw new UnsupportedOpError(n.opType, n.name, detail, SUPPORTED_OPS);
 }
 
+/** strides, dilations and pads (defaults filled in), each with one value per spatial axis (two for pads). */
 function spatialAttrs(n: IrNode, rank: number) {
   const s = attrInts(n, 'strides', null) ?? new Array(rank).fill(1);
   const d = attrInts(n, 'dilations', null) ?? new Array(rank).fill(1);
   const p = attrInts(n, 'pads', null) ?? new Array(2 * rank).fill(0);
+  const what = `a ${rank}-D ${n.opType}`;
+  checkLength(n, 'strides', s, rank, what);
+  checkLength(n, 'dilations', d, rank, what);
+  checkLength(n, 'pads', p, 2 * rank, what);
   return { s, d, p };
+}
+
+/** The value of a one-element constant input (Clip bounds, Pad's constant value). */
+function scalarInput(n: IrNode, env: NodeEnv, name: string, what: string, field: string): number {
+  const t = env.constant(name, what);
+  if (t.data.length !== 1) throw new ShapeError(where(n), `${what} must hold one value, got ${t.data.length}`, { node: n.name, field });
+  const v = t.data[0];
+  if (Number.isNaN(v)) unsupported(n, `a NaN ${what}`);
+  return v;
 }
 
 /** Maps 1-D (N, C, L) spatial parameters onto the 2-D kernels as H = 1. */
@@ -94,23 +109,27 @@ function clipActivation(n: IrNode, env: NodeEnv): Activation {
     min = attrNumber(n, 'min', -3.4028234663852886e38);
     max = attrNumber(n, 'max', 3.4028234663852886e38);
   } else {
-    if (env.optional(n.inputs[1])) min = env.constant(n.inputs[1], 'Clip min').data[0];
-    if (env.optional(n.inputs[2])) max = env.constant(n.inputs[2], 'Clip max').data[0];
+    if (env.optional(n.inputs[1])) min = scalarInput(n, env, n.inputs[1], 'Clip min', 'min');
+    if (env.optional(n.inputs[2])) max = scalarInput(n, env, n.inputs[2], 'Clip max', 'max');
   }
   return { kind: 'clip', min, max };
 }
 
-const BINARY: Record<string, BinaryOpKind> = { Add: 'add', Sub: 'sub', Mul: 'mul', Div: 'div' };
+const BINARY: ReadonlyMap<string, BinaryOpKind> = new Map([['Add', 'add'], ['Sub', 'sub'], ['Mul', 'mul'], ['Div', 'div']]);
 
 /** For ops that read some inputs on the CPU: the index of the first such input. */
-const CPU_PARAMS: Record<string, number> = { Reshape: 1, Pad: 1, Squeeze: 1, Unsqueeze: 1, Dropout: 1, Clip: 1, BatchNormalization: 1 };
+const CPU_PARAMS: ReadonlyMap<string, number> = new Map([['Reshape', 1], ['Pad', 1], ['Squeeze', 1], ['Unsqueeze', 1], ['Dropout', 1], ['Clip', 1], ['BatchNormalization', 1]]);
 
-const LOWERINGS: Record<string, Lowering> = {
-  Conv: (n, env) => {
+/** Op lowerings by op type: a Map, so no name (`constructor`, `__proto__`) finds anything it should not. */
+const LOWERINGS: ReadonlyMap<string, Lowering> = new Map(Object.entries({
+  Conv: (n: IrNode, env: NodeEnv) => {
     const x = env.shape(n.inputs[0]);
     const w = env.shape(n.inputs[1]);
     const rank = checkSpatialRank(n, x);
+    if (w.length !== x.length) throw new ShapeError(where(n), `weight ${formatShape(w)} must have the rank of input ${formatShape(x)}`, { node: n.name, field: 'input' });
     const kernel = attrInts(n, 'kernel_shape', null) ?? w.slice(2);
+    checkLength(n, 'kernel_shape', kernel, rank, `a ${rank}-D Conv`);
+    if (w.slice(2).some((k) => k < 1)) throw new ShapeError(where(n), `weight ${formatShape(w)} has an empty kernel`, { node: n.name, field: 'kernel_shape' });
     const { s, d, p } = spatialAttrs(n, rank);
     const pads = resolvePads(n, x, kernel, s, d, p);
     const attrs: Conv2dAttrs = {
@@ -164,10 +183,8 @@ const LOWERINGS: Record<string, Lowering> = {
   Div: (n, env) => binary(n, env),
   Flatten: (n, env) => {
     const x = env.shape(n.inputs[0]);
-    const axis = normalizeAxis(attrNumber(n, 'axis', 1), x.length);
-    if (axis < 0 || axis > x.length) throw new ShapeError(where(n), `axis ${attrNumber(n, 'axis', 1)} out of range for ${formatShape(x)}`);
-    const a = sizeOf(x.slice(0, axis));
-    return alias(n, [a, sizeOf(x) / Math.max(a, 1)]);
+    const axis = flattenAxis(n, x.length);
+    return alias(n, [sizeOf(x.slice(0, axis)), sizeOf(x.slice(axis))]);
   },
   Reshape: (n, env) => {
     const x = env.shape(n.inputs[0]);
@@ -177,17 +194,12 @@ const LOWERINGS: Record<string, Lowering> = {
   Squeeze: (n, env) => {
     const x = env.shape(n.inputs[0]);
     const axes = env.opset >= 13 ? (env.optional(n.inputs[1]) ? toNumbers(env.constant(n.inputs[1], 'Squeeze axes')) : null) : attrInts(n, 'axes', null);
-    const drop = new Set(axes ? axes.map((a) => normalizeAxis(a, x.length)) : x.flatMap((d, i) => (d === 1 ? [i] : [])));
-    for (const a of drop) if (x[a] !== 1) throw new ShapeError(where(n), `cannot squeeze axis ${a} of ${formatShape(x)}`);
-    return alias(n, x.filter((_, i) => !drop.has(i)));
+    return alias(n, squeezeShape(n, x, axes));
   },
   Unsqueeze: (n, env) => {
     const x = env.shape(n.inputs[0]);
     const axes = env.opset >= 13 ? toNumbers(env.constant(n.inputs[1], 'Unsqueeze axes')) : attrInts(n, 'axes', [])!;
-    const r = x.length + axes.length;
-    const out = [...x];
-    for (const a of axes.map((q) => normalizeAxis(q, r)).sort((p, q) => p - q)) out.splice(a, 0, 1);
-    return alias(n, out);
+    return alias(n, unsqueezeShape(n, x, axes));
   },
   Identity: (n, env) => alias(n, env.shape(n.inputs[0])),
   Dropout: (n, env) => {
@@ -213,10 +225,14 @@ const LOWERINGS: Record<string, Lowering> = {
       value = attrNumber(n, 'value', 0);
     } else {
       pads = toNumbers(env.constant(n.inputs[1], 'Pad pads'));
-      if (env.optional(n.inputs[2])) value = env.constant(n.inputs[2], 'Pad constant_value').data[0] ?? 0;
+      if (env.optional(n.inputs[2])) {
+        const c = env.constant(n.inputs[2], 'Pad constant_value');
+        value = c.data.length === 0 ? 0 : scalarInput(n, env, n.inputs[2], 'Pad constant_value', 'constant_value');
+      }
       if (env.optional(n.inputs[3])) {
         // opset 18: pads only for the listed axes.
-        const axes = toNumbers(env.constant(n.inputs[3], 'Pad axes')).map((a) => normalizeAxis(a, x.length));
+        const axes = checkAxes(n, 'axes', toNumbers(env.constant(n.inputs[3], 'Pad axes')), x.length);
+        checkLength(n, 'pads', pads, 2 * axes.length, `Pad over ${axes.length} axes`);
         const full = new Array(2 * x.length).fill(0);
         axes.forEach((a, i) => {
           full[a] = pads[i];
@@ -225,6 +241,8 @@ const LOWERINGS: Record<string, Lowering> = {
         pads = full;
       }
     }
+    if (pads.some((q) => !Number.isSafeInteger(q))) throw new ShapeError(where(n), `pads [${pads}] must be integers`, { node: n.name, field: 'pads' });
+    if (Number.isNaN(value)) unsupported(n, 'a NaN constant value');
     return { ops: [{ kind: 'pad', node: n, inputs: [n.inputs[0]], output: n.outputs[0], pads, mode, value }], shapes: [padOutputShape(where(n), x, pads)] };
   },
   BatchNormalization: (n, env) => {
@@ -232,6 +250,7 @@ const LOWERINGS: Record<string, Lowering> = {
     if (n.outputs.slice(1).some((o) => o)) unsupported(n, 'running mean/variance outputs (training mode)');
     if (env.opset < 9 && attrNumber(n, 'spatial', 1) !== 1) unsupported(n, 'spatial=0');
     const x = env.shape(n.inputs[0]);
+    if (x.length < 2) throw new ShapeError(where(n), `input ${formatShape(x)} has no channel axis`, { node: n.name, field: 'input' });
     const c = x[1];
     const [scale, bias, mean, varT] = [1, 2, 3, 4].map((i) => env.constant(n.inputs[i], 'BatchNormalization parameters'));
     for (const t of [scale, bias, mean, varT]) {
@@ -253,14 +272,14 @@ const LOWERINGS: Record<string, Lowering> = {
       constants: new Map([[scaleName, hostTensor('float32', [c], s)], [shiftName, hostTensor('float32', [c], sh)]]),
     } as ReturnType<Lowering>;
   },
-};
+} satisfies Record<string, Lowering>));
 
 function unary(n: IrNode, env: NodeEnv, act: Activation) {
   return { ops: [{ kind: 'unary', node: n, inputs: [n.inputs[0]], output: n.outputs[0], activation: act } as GraphOp], shapes: [env.shape(n.inputs[0])] };
 }
 
 function binary(n: IrNode, env: NodeEnv) {
-  const op = BINARY[n.opType];
+  const op = BINARY.get(n.opType)!;
   if (env.opset < 7 && n.attrs.has('broadcast')) unsupported(n, 'legacy broadcast attribute');
   const y = binaryOutputShape(where(n), env.shape(n.inputs[0]), env.shape(n.inputs[1]));
   return { ops: [{ kind: 'binary', node: n, op, inputs: [n.inputs[0], n.inputs[1]], output: n.outputs[0], activation: NO_ACTIVATION } as GraphOp], shapes: [y] };
@@ -274,8 +293,12 @@ function softmax(n: IrNode, env: NodeEnv, log: boolean) {
   const x = env.shape(n.inputs[0]);
   const coerce2d = env.opset < 13;
   const axis = attrNumber(n, 'axis', coerce2d ? 1 : -1);
+  checkAxis(n, 'axis', axis, x.length);
   return { ops: [{ kind: 'softmax', node: n, inputs: [n.inputs[0]], output: n.outputs[0], axis, coerce2d, log } as GraphOp], shapes: [x] };
 }
+
+/** Most window reads one pooling op may do (N·C·OH·OW·KH·KW): 2^32. */
+export const MAX_POOL_READS = 2 ** 32;
 
 function pool(n: IrNode, env: NodeEnv, kind: 'max' | 'avg') {
   const x = env.shape(n.inputs[0]);
@@ -283,7 +306,7 @@ function pool(n: IrNode, env: NodeEnv, kind: 'max' | 'avg') {
   if (kind === 'max' && n.outputs.length > 1 && n.outputs[1]) unsupported(n, 'the Indices output of MaxPool');
   if (kind === 'max' && attrNumber(n, 'storage_order', 0) !== 0) unsupported(n, 'storage_order=1');
   const kernel = attrInts(n, 'kernel_shape', null);
-  if (!kernel || kernel.length !== rank) throw new ShapeError(where(n), `kernel_shape must have ${rank} values`);
+  if (!kernel || kernel.length !== rank) throw new ShapeError(where(n), `kernel_shape must have ${rank} values`, { node: n.name, field: 'kernel_shape' });
   const { s, d, p } = spatialAttrs(n, rank);
   const attrs: Pool2dAttrs = {
     kernel: to2d(kernel, rank, 1),
@@ -294,17 +317,37 @@ function pool(n: IrNode, env: NodeEnv, kind: 'max' | 'avg') {
     countIncludePad: attrNumber(n, 'count_include_pad', 0) === 1,
   };
   const y = poolOutputShape(where(n), as4d(x), attrs);
+  // A pool reads its whole window for every output (padding included): a window of 2^31
+  // under SAME padding would keep the GPU busy for hours.
+  const reads = sizeOf(y) * attrs.kernel[0] * attrs.kernel[1];
+  if (reads > MAX_POOL_READS) {
+    throw new LimitError(`${where(n)}: a ${attrs.kernel.join('×')} window over ${formatShape(y)} outputs is ${reads} reads, over camgpu's cap of ${MAX_POOL_READS} per pool`, { node: n.name, field: 'kernel_shape' });
+  }
   return { ops: [{ kind: 'pool', node: n, pool: kind, inputs: [n.inputs[0]], output: n.outputs[0], attrs } as GraphOp], shapes: [from4d(y, rank)] };
 }
 
 /** Every op type camgpu accepts, for error messages. */
-export const SUPPORTED_OPS: readonly string[] = [...new Set([...Object.keys(LOWERINGS), ...FOLDABLE_OPS])].sort();
+export const SUPPORTED_OPS: readonly string[] = [...new Set([...LOWERINGS.keys(), ...FOLDABLE_OPS])].sort();
 
 /**
  * Static shape inference and constant folding for concrete input shapes, then lowering of
  * every remaining node to GPU-level ops.
  */
 export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, options: AnalyzeOptions): OpGraph {
+  return typedSync('analysis', () => analyzeGraph(g, inputShapes, options));
+}
+
+/** Runs one node's analysis; errors get the node's name (an untyped one becomes an InternalError naming it). */
+function atNode<T>(n: IrNode, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof CamgpuError) throw e.at({ node: n.name });
+    throw new InternalError(`analysis of ${where(n)}`, e);
+  }
+}
+
+function analyzeGraph(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, options: AnalyzeOptions): OpGraph {
   const values = new Map<string, Value>();
   const constants = new Map<string, HostTensor>();
   for (const [name, t] of g.initializers) values.set(name, { shape: t.dims, constant: t });
@@ -328,7 +371,7 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
     return v;
   };
   const ops: GraphOp[] = [];
-  for (const n of g.nodes) {
+  for (const n of g.nodes) atNode(n, () => {
     if (n.domain && n.domain !== 'ai.onnx') unsupported(n, `domain '${n.domain}' (only the default ONNX domain is supported)`);
     const env: NodeEnv = {
       opset: g.opset,
@@ -348,7 +391,7 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
       const x = lookup(n.inputs[0], n);
       const [out] = foldNode(n, [{ dtype: 'float32', dims: x.shape, data: new Float32Array(0) }], g.opset);
       values.set(n.outputs[0], { shape: out.dims, constant: out });
-      continue;
+      return;
     }
     if (FOLDABLE_OPS.has(n.opType) && (allConst || CPU_ONLY_OPS.has(n.opType))) {
       // CPU-only ops may also read graph inputs whose values are bound: the result is then known at plan time too.
@@ -358,13 +401,13 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
       n.outputs.forEach((o, k) => {
         if (o && folded[k]) values.set(o, { shape: folded[k].dims, constant: folded[k] });
       });
-      continue;
+      return;
     }
-    const lower = LOWERINGS[n.opType];
+    const lower = LOWERINGS.get(n.opType);
     if (!lower) unsupported(n, 'no kernel for this op');
     for (const [k, i] of n.inputs.entries()) {
       // Inputs from CPU_PARAMS on are read at plan time (shapes, axes, pads), so any type will do.
-      if (!i || k >= (CPU_PARAMS[n.opType] ?? Infinity)) continue;
+      if (!i || k >= (CPU_PARAMS.get(n.opType) ?? Infinity)) continue;
       const c = inputsConst[k];
       const inp = graphInputs.get(resolveAlias(g, i));
       const dtype = c ? c.dtype : inp && inp.elemType !== 0 ? dtypeOf(inp.elemType, `graph input '${inp.name}'`, g.file) : 'float32';
@@ -379,7 +422,7 @@ export function analyze(g: IrGraph, inputShapes: ReadonlyMap<string, number[]>, 
       if (o && r.shapes[k]) values.set(o, { shape: r.shapes[k], constant: null });
     });
     for (const op of r.ops) ops.push(op);
-  }
+  });
   const shapes = new Map<string, number[]>();
   for (const [name, v] of values) shapes.set(name, v.shape);
   const used = new Set(ops.flatMap((o) => o.inputs));

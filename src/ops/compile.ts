@@ -2,7 +2,7 @@ import { type LowerContext, type OpKind, opDef } from './registry.js';
 import type { BoundTensor, LowerEnv } from './types.js';
 import { sizeClass } from '../runtime/buffer-pool.js';
 import type { GpuContext } from '../runtime/device.js';
-import { LimitError } from '../runtime/errors.js';
+import { LimitError, typedError } from '../runtime/errors.js';
 import { ExecutionPlan, type PlanSlot } from '../runtime/plan.js';
 import type { Dispatch } from '../runtime/recorder.js';
 import { as4d, sizeOf } from '../runtime/shape.js';
@@ -36,9 +36,20 @@ export function largestActivationBytes(a: OpGraph): number {
 /**
  * Materializes an op graph on the GPU: storage for every value (aliases share their
  * source's buffer; buffers are reused once their last reader has run), constants from
- * the weight store, then every op lowered to prepared launches.
+ * the weight store, then every op lowered to prepared launches. When it throws, every pool
+ * buffer it took is back in the pool, and the error is a CamgpuError (InternalError for a bug).
  */
 export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightStore, keep: ReadonlySet<string>, bound: ReadonlyMap<string, GPUBuffer> = new Map()): Promise<ExecutionPlan> {
+  const owned: GPUBuffer[] = [];
+  try {
+    return await buildPlan(ctx, a, weights, keep, bound, owned);
+  } catch (e) {
+    for (const b of owned.splice(0)) ctx.pool.release(b);
+    throw typedError(e, 'plan compilation');
+  }
+}
+
+async function buildPlan(ctx: GpuContext, a: OpGraph, weights: WeightStore, keep: ReadonlySet<string>, bound: ReadonlyMap<string, GPUBuffer>, owned: GPUBuffer[]): Promise<ExecutionPlan> {
   const limit = ctx.activationBindingLimit;
   const storage = new Map<string, Storage>();
   const rootOf = (name: string) => storage.get(name)?.root ?? name;
@@ -63,10 +74,10 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
     if (s) s.lastUse = Infinity;
   }
   // Allocate: inputs first, then every op's output before freeing what it was the last to read.
-  const owned: GPUBuffer[] = [];
   const free = new Map<number, GPUBuffer[]>();
   let arenaBytes = 0;
   const take = (bytes: number, label: string) => {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error(`${label}: tensor byte size ${bytes} is not a size (a shape rule let a bad shape through)`);
     if (bytes > limit) {
       throw new LimitError(`${label}: a ${bytes}-byte tensor exceeds the device's storage binding limit ${limit} (use a smaller batch)`);
     }
@@ -80,7 +91,9 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
   };
   const release = (buffer: GPUBuffer, bytes: number) => {
     const cls = sizeClass(bytes);
-    free.set(cls, [...(free.get(cls) ?? []), buffer]);
+    let list = free.get(cls);
+    if (!list) free.set(cls, (list = []));
+    list.push(buffer);
   };
   const roots = new Map<string, Storage>();
   for (const s of storage.values()) roots.set(s.root, s);
@@ -89,8 +102,13 @@ export async function compilePlan(ctx: GpuContext, a: OpGraph, weights: WeightSt
   const byDef = new Map<number, Storage[]>();
   const byLastUse = new Map<number, Storage[]>();
   for (const s of roots.values()) {
-    if (s.def >= 0) byDef.set(s.def, [...(byDef.get(s.def) ?? []), s]);
-    if (Number.isFinite(s.lastUse) && s.lastUse >= 0) byLastUse.set(s.lastUse, [...(byLastUse.get(s.lastUse) ?? []), s]);
+    const add = (m: Map<number, Storage[]>, k: number) => {
+      const list = m.get(k);
+      if (list) list.push(s);
+      else m.set(k, [s]);
+    };
+    if (s.def >= 0) add(byDef, s.def);
+    if (Number.isFinite(s.lastUse) && s.lastUse >= 0) add(byLastUse, s.lastUse);
   }
   /** Buffers of constants, so derived buffers know whether they can be computed once. */
   const constantOf = new Map<GPUBuffer, string>();

@@ -1,5 +1,5 @@
 import type { GpuContext } from '../runtime/device.js';
-import { InputError, LimitError, ShapeError } from '../runtime/errors.js';
+import { InputError, LimitError, ShapeError, typedAsync, typedSync } from '../runtime/errors.js';
 import type { HostTensor } from '../runtime/host-tensor.js';
 import type { ExecutionPlan, PlanSlot } from '../runtime/plan.js';
 import { type Dispatch, type OpTiming, Recorder } from '../runtime/recorder.js';
@@ -207,6 +207,10 @@ export class ProgramRunner {
    * per-image size. Cached per (key, batch).
    */
   chunkSize(spec: ProgramSpec, batch: number): number {
+    return typedSync('analysis', () => this.measureChunk(spec, batch));
+  }
+
+  private measureChunk(spec: ProgramSpec, batch: number): number {
     this.checkBatch(batch);
     if (spec.split === false) return batch;
     if (spec.maxChunk !== undefined && !(Number.isInteger(spec.maxChunk) && spec.maxChunk >= 1)) {
@@ -241,7 +245,7 @@ export class ProgramRunner {
    */
   compile(spec: ProgramSpec, nb: number, results: Iterable<string> = []): Promise<CompiledProgram> {
     if (spec.cache === false) return Promise.reject(new InputError(`${this.label}: program '${spec.key}' is not cached; run it instead`));
-    return this.entry(spec, nb, [...results]).promise;
+    return typedAsync('plan compilation', () => this.entry(spec, nb, [...results]).promise);
   }
 
   private cacheKey(spec: ProgramSpec, nb: number, results: readonly string[]): string {
@@ -352,7 +356,11 @@ export class ProgramRunner {
    * then records each chunk. The result tensors belong to the caller once this returns;
    * on a throw nothing is recorded and nothing is kept.
    */
-  async record(rec: Recorder, req: RunRequest): Promise<RecordedRun> {
+  record(rec: Recorder, req: RunRequest): Promise<RecordedRun> {
+    return typedAsync('run', () => this.recordUntyped(rec, req));
+  }
+
+  private async recordUntyped(rec: Recorder, req: RunRequest): Promise<RecordedRun> {
     const chunk = this.chunkSize(req, req.batch);
     const pinned = this.pin(req, chunk);
     let programs: Map<number, CompiledProgram>;
@@ -370,6 +378,10 @@ export class ProgramRunner {
    * await in between: for callers that write per-step uniforms around it and submit at once.
    */
   recordSync(rec: Recorder, req: RunRequest): RecordedRun {
+    return typedSync('run', () => this.recordSyncUntyped(rec, req));
+  }
+
+  private recordSyncUntyped(rec: Recorder, req: RunRequest): RecordedRun {
     const chunk = this.chunkSize(req, req.batch);
     const pinned = this.pin(req, chunk);
     const programs = new Map<number, CompiledProgram>();
@@ -487,7 +499,11 @@ export class ProgramRunner {
   }
 
   /** Records a run into a command encoder of its own and submits it. */
-  async run(req: RunRequest): Promise<ProgramRun> {
+  run(req: RunRequest): Promise<ProgramRun> {
+    return typedAsync('run', () => this.runUntyped(req));
+  }
+
+  private async runUntyped(req: RunRequest): Promise<ProgramRun> {
     const rec = new Recorder(this.ctx, { profile: req.profile, label: req.label ?? req.key.split('|')[0] });
     let r: RecordedRun;
     try {

@@ -1,4 +1,4 @@
-import { BufferPool } from './buffer-pool.js';
+import { BufferPool, type PoolOptions } from './buffer-pool.js';
 import { DeviceLostError, GpuError, NoAdapterError } from './errors.js';
 import { PipelineCache } from './pipeline-cache.js';
 
@@ -60,6 +60,8 @@ export interface GpuContextOptions {
    * Constants are split by the device limit alone.
    */
   activationBindingLimit?: number;
+  /** Bounds on the free buffers the pool keeps for reuse (see PoolOptions). */
+  pool?: PoolOptions;
 }
 
 /** The limits camgpu raises to the adapter's maximum. */
@@ -98,7 +100,7 @@ export class GpuContext {
   private firstError: GpuError | null = null;
   private readonly lostPromise: Promise<never>;
 
-  private constructor(adapter: GPUAdapter, device: GPUDevice, info: AdapterDescription, hasTimestamps: boolean, kernelFamily: KernelFamily, activationBindingLimit?: number) {
+  private constructor(adapter: GPUAdapter, device: GPUDevice, info: AdapterDescription, hasTimestamps: boolean, kernelFamily: KernelFamily, activationBindingLimit?: number, poolOptions?: PoolOptions) {
     this.adapter = adapter;
     this.kernelFamily = kernelFamily;
     this.activationBindingLimit = Math.min(device.limits.maxStorageBufferBindingSize, activationBindingLimit ?? Infinity);
@@ -107,7 +109,7 @@ export class GpuContext {
     this.features = new Set([...device.features]);
     this.adapterInfo = info;
     this.hasTimestamps = hasTimestamps;
-    this.pool = new BufferPool(device);
+    this.pool = new BufferPool(device, poolOptions);
     this.pipelines = new PipelineCache(device);
     this.lostPromise = device.lost.then((info) => {
       this.lostError = new DeviceLostError(info.reason ?? 'unknown', info.message || 'no message');
@@ -151,7 +153,7 @@ export class GpuContext {
     if (kernelFamily === 'sg8') requiredFeatures.push('subgroups' as GPUFeatureName);
     const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
     const info: AdapterDescription = { vendor: raw.vendor, architecture: raw.architecture, device: raw.device, description: raw.description, isSoftware };
-    return new GpuContext(adapter, device, info, wantTimestamps, kernelFamily, options.activationBindingLimit);
+    return new GpuContext(adapter, device, info, wantTimestamps, kernelFamily, options.activationBindingLimit, options.pool);
   }
 
   get isLost(): boolean {
@@ -186,6 +188,12 @@ export class GpuContext {
     await this.guard(this.device.queue.onSubmittedWorkDone());
   }
 
+  /** Returns the pool's free buffers to the driver (buffers in use are untouched). */
+  trim(): void {
+    this.pool.trim();
+  }
+
+  /** Frees everything: the pool's buffers (free and in use), the pipelines, the device. */
   destroy(): void {
     this.pipelines.clear();
     this.pool.destroyAll();

@@ -57,27 +57,32 @@ export class ExecutionPlan {
     });
     let uniformBuffer: GPUBuffer | null = null;
     const steps: PreparedDispatch[] = [];
-    if (total > 0) {
-      uniformBuffer = ctx.device.createBuffer({ size: total, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST, label: 'plan-uniforms' });
-      const mirror = new Uint32Array(total / 4);
+    try {
+      if (total > 0) {
+        uniformBuffer = ctx.device.createBuffer({ size: total, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST, label: 'plan-uniforms' });
+        const mirror = new Uint32Array(total / 4);
+        dispatches.forEach((d, i) => {
+          if (d.params) mirror.set(d.params, offsets[i] / 4);
+        });
+        writeFloats(ctx.device.queue, uniformBuffer, 0, mirror);
+      }
       dispatches.forEach((d, i) => {
-        if (d.params) mirror.set(d.params, offsets[i] / 4);
+        const k = ctx.pipelines.get(d.kernel);
+        const entries: GPUBindGroupEntry[] = [];
+        if (d.kernel.params && d.params) entries.push({ binding: 0, resource: { buffer: uniformBuffer!, offset: offsets[i], size: d.params.byteLength } });
+        d.buffers.forEach((b, j) => entries.push({ binding: j + 1, resource: b }));
+        steps.push({
+          pipeline: k.pipeline,
+          bindGroup: ctx.device.createBindGroup({ label: d.label, layout: k.layout, entries }),
+          workgroups: d.workgroups,
+          label: d.label,
+          flops: d.flops ?? 0,
+        });
       });
-      writeFloats(ctx.device.queue, uniformBuffer, 0, mirror);
+    } catch (e) {
+      uniformBuffer?.destroy(); // the pooled buffers are the caller's to return
+      throw e;
     }
-    dispatches.forEach((d, i) => {
-      const k = ctx.pipelines.get(d.kernel);
-      const entries: GPUBindGroupEntry[] = [];
-      if (d.kernel.params && d.params) entries.push({ binding: 0, resource: { buffer: uniformBuffer!, offset: offsets[i], size: d.params.byteLength } });
-      d.buffers.forEach((b, j) => entries.push({ binding: j + 1, resource: b }));
-      steps.push({
-        pipeline: k.pipeline,
-        bindGroup: ctx.device.createBindGroup({ label: d.label, layout: k.layout, entries }),
-        workgroups: d.workgroups,
-        label: d.label,
-        flops: d.flops ?? 0,
-      });
-    });
     return new ExecutionPlan(ctx, inputs, results, steps, owned, uniformBuffer, arenaBytes);
   }
 
