@@ -79,6 +79,8 @@ describe('layering checker', () => {
   it('assigns layers', () => {
     expect(layerOf('src/runtime/device.ts')).toBe('runtime');
     expect(layerOf('src/model.ts')).toBe('app');
+    expect(layerOf('src/index.ts')).toBe('entry');
+    expect(layerOf('src/node.ts')).toBe('entry');
     expect(layerOf('src/train/net.ts')).toBe('app');
     expect(layerOf('src/metrics/x.ts')).toBe('metrics');
     expect(layerOf('src/unknown/x.ts')).toBeNull();

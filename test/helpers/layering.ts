@@ -9,13 +9,18 @@ import ts from 'typescript';
  *
  * Layers, bottom up. A file may import from its own layer or any layer below it, never above.
  * `app` is src/model.ts and the other files directly in src/, plus the directories that sit
- * beside them (io, train).
+ * beside them (io, train). `entry` is the package's public entry points (src/index.ts,
+ * src/node.ts): they re-export every layer, so they sit above all of them and nothing in src/
+ * may import them.
  */
-export const LAYERS = ['runtime', 'shaders', 'ops', 'onnx', 'app', 'cam', 'metrics'] as const;
+export const LAYERS = ['runtime', 'shaders', 'ops', 'onnx', 'app', 'cam', 'metrics', 'entry'] as const;
 export type Layer = (typeof LAYERS)[number];
 
 /** Directories of src/ at the `app` layer (besides the files directly in src/). */
 export const APP_DIRS: readonly string[] = ['io', 'train'];
+
+/** The package's entry points, relative to src/. */
+export const ENTRY_FILES: readonly string[] = ['index.ts', 'node.ts'];
 
 /** One import: `from` and `to` are paths relative to the repository root, with '/' separators. */
 export interface ImportEdge {
@@ -87,9 +92,9 @@ export function layerOf(path: string, srcDir = 'src'): Layer | null {
   const rel = posix.relative(srcDir, path);
   if (rel.startsWith('..')) return null;
   const parts = rel.split('/');
-  if (parts.length === 1) return 'app';
+  if (parts.length === 1) return ENTRY_FILES.includes(parts[0]) ? 'entry' : 'app';
   const top = parts[0];
-  if ((LAYERS as readonly string[]).includes(top) && top !== 'app') return top as Layer;
+  if ((LAYERS as readonly string[]).includes(top) && top !== 'app' && top !== 'entry') return top as Layer;
   if (APP_DIRS.includes(top)) return 'app';
   return null;
 }
