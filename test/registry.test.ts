@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ACTIVATION_KINDS, type Activation, type ActivationKind, type ActivationOf, activateCpu, activationGradientReads } from '../src/ops/activation.js';
 import { gatherRowsRef } from '../src/ops/gather.js';
+import { sortRef } from '../src/ops/sort.js';
 import { randomRef } from '../src/ops/random.js';
 import { riseMasksRef } from '../src/ops/rise.js';
 import { gradients } from '../src/ops/autodiff.js';
@@ -33,7 +34,7 @@ import {
  */
 
 type Arr = Float64Array;
-type Values = 'uniform' | 'distinct' | 'positive' | 'index';
+type Values = 'uniform' | 'distinct' | 'positive' | 'index' | 'ties';
 
 interface Feed {
   shape: (n: number) => number[];
@@ -66,6 +67,8 @@ const size = (s: readonly number[]) => s.reduce((p, q) => p * q, 1);
 
 function values(kind: Values, n: number, rand: () => number): Float32Array {
   if (kind === 'index') return Float32Array.from({ length: n }, (_, i) => i);
+  // Few distinct values (many ties), both zeros, negatives: what a sort's tie-break must order.
+  if (kind === 'ties') return Float32Array.from({ length: n }, () => [-1.5, -0, 0, 0.25, 0.25, 3, -1e30, 7][Math.floor(rand() * 8)]);
   if (kind === 'positive') return Float32Array.from({ length: n }, () => 0.5 + rand());
   if (kind === 'distinct') {
     // Spaced far more than the finite-difference step: no ties for max / min / routing.
@@ -352,6 +355,12 @@ const CASES: { [K in OpKind]: Case[] } = {
     record: (t, [ids]) => t.riseMasks(ids, { grid: 4, p1: 0.5, seed: 99, size: [13, 11] }),
     ref: ([ids]) => riseMasksRef(ids, { grid: 4, p1: 0.5, seed: 99, size: [13, 11] }),
   }],
+  sort: ([['values', false], ['indices', false], ['values', true], ['indices', true]] as const).map(([output, descending]): Case => ({
+    name: `${descending ? 'descending' : 'ascending'} ${output}, rows of 37 with ties (stable) padded to 64`,
+    feeds: [{ shape: (n) => [n, 3, 37], batched: true, values: 'ties' }],
+    record: (t, [x]) => t.sort(x, { output, descending }),
+    ref: ([x]) => sortRef(x, 37, { output, descending }),
+  })),
   onehot_argmax: [{
     name: 'one-hot rows',
     feeds: [batched([6], 'distinct')],

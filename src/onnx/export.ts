@@ -353,6 +353,7 @@ class GraphWriter {
     where: null,
     gather_rows: null,
     rise_masks: null,
+    sort: null,
     random: null,
     conv_grad_input: null,
     conv_grad_weight: null,

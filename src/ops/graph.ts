@@ -5,6 +5,7 @@ import type { GemmAttrs } from './gemm.js';
 import type { Pool2dAttrs } from './pool.js';
 import type { RandomAttrs } from './random.js';
 import type { RiseAttrs } from './rise.js';
+import type { SortAttrs } from './sort.js';
 import type { ReduceKind } from './reduce.js';
 import type { BilinearOptions } from './resample.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
@@ -49,6 +50,8 @@ export type GraphOp =
   | { kind: 'gather_rows'; node: OpOrigin; inputs: [string, string]; output: string }
   /** RISE's random masks [N, h, w] for the mask ids in input [N] (src/ops/rise.ts). */
   | { kind: 'rise_masks'; node: OpOrigin; inputs: [string]; output: string; attrs: RiseAttrs }
+  /** Each row of the last axis sorted (stable; values or source indices as f32) (src/ops/sort.ts). */
+  | { kind: 'sort'; node: OpOrigin; inputs: [string]; output: string; attrs: SortAttrs }
   /** One-hot rows at the argmax of each row of a [N, C] tensor; has no gradient. */
   | { kind: 'onehot_argmax'; node: OpOrigin; inputs: [string]; output: string }
   // Vector-Jacobian products, appended by autodiff.

@@ -19,6 +19,7 @@ import { lowerBroadcast, lowerReduce, lowerReduceGrad, reduceShape } from './red
 import { gatherRowsShape, lowerGatherRows } from './gather.js';
 import { lowerRandom, randomShapeCheck } from './random.js';
 import { lowerRiseMasks, riseShape } from './rise.js';
+import { lowerSort, sortShape } from './sort.js';
 import { lowerBilinear, lowerBilinearGrad } from './resample.js';
 import type { BoundTensor, LowerEnv, Lowered } from './types.js';
 
@@ -331,6 +332,13 @@ export const OPS: OpRegistry = {
     shape: (op, [ids], _d, where) => riseShape(where, ids, op.attrs),
     lower: (c) => lowerRiseMasks(c.env, c.input(0), c.output(), c.op.attrs),
     vjp: 'zero',
+    modelFlops: noFlops,
+  },
+  sort: {
+    shape: (_op, [x], _d, where) => sortShape(where, x),
+    lower: (c) => lowerSort(c.env, c.input(0), c.output(), c.op.attrs),
+    // Percentiles and orderings read sorted values as data; no method differentiates through them.
+    vjp: 'none',
     modelFlops: noFlops,
   },
   onehot_argmax: {

@@ -7,6 +7,7 @@ import type { GemmAttrs } from './gemm.js';
 import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, Sym, TapeOps } from './graph.js';
 import type { RandomAttrs } from './random.js';
 import type { RiseAttrs } from './rise.js';
+import type { SortAttrs } from './sort.js';
 import type { ReduceKind } from './reduce.js';
 import { inferShape } from './registry.js';
 import type { BilinearOptions } from './resample.js';
@@ -208,6 +209,11 @@ export class Tape implements TapeOps {
   /** RISE's seeded random masks [N, h, w] for the mask ids [N] (f32). */
   riseMasks(ids: Sym, attrs: RiseAttrs): Sym {
     return this.record({ kind: 'rise_masks', inputs: [ids.name], attrs }, null, { name: 'rise_masks', opType: 'RiseMasks' });
+  }
+
+  /** Each row of the last axis sorted, stably (ties keep their order): the values, or where each came from. */
+  sort(x: Sym, attrs: SortAttrs): Sym {
+    return this.record({ kind: 'sort', inputs: [x.name], attrs }, null, { name: `sort_${attrs.output}`, opType: 'Sort' });
   }
 
   onehotArgmax(x: Sym): Sym {
