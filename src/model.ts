@@ -305,6 +305,30 @@ export class Model {
     return syms.get(out)!;
   }
 
+  /**
+   * The tensors that cut the forward pass for images of shape `image`, in order: after each,
+   * no later op reads anything computed before it except through it (constants aside). The
+   * output of a whole block is one; a tensor inside a residual block is not. Suffix runs
+   * restart from these, and Poly-CAM's automatic layer list is chosen among them.
+   */
+  cutTensors(image?: readonly number[]): { tensor: string; node: string; shape: number[] }[] {
+    const rest = image ?? this.defaultInputShape(1).slice(1);
+    const g = this.analyze(new Map([[this.inputName, [1, ...rest]]]), new Set());
+    const lastUse = new Map<string, number>();
+    g.ops.forEach((op, i) => {
+      for (const x of op.inputs) if (!g.constants.has(x)) lastUse.set(x, i);
+    });
+    for (const o of g.outputs) lastUse.set(o, Infinity);
+    const live = new Set<string>(g.inputs.filter((x) => lastUse.has(x)));
+    const cuts: { tensor: string; node: string; shape: number[] }[] = [];
+    g.ops.forEach((op, i) => {
+      for (const x of op.inputs) if (lastUse.get(x) === i) live.delete(x);
+      if ((lastUse.get(op.output) ?? -1) > i) live.add(op.output);
+      if (live.size === 1 && live.has(op.output)) cuts.push({ tensor: op.output, node: op.node.name, shape: g.shapes.get(op.output)! });
+    });
+    return cuts;
+  }
+
   private buildTape(nb: number, rest: readonly number[], taps: readonly ResolvedTap[], wrt: readonly ResolvedTap[], target: TapeTarget | undefined, options: Pick<TapeOptions, 'onto' | 'guided'> = {}): ModelTape {
     const name = this.inputName;
     const keep = new Set([...taps, ...wrt].map((t) => t.tensor));

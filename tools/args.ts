@@ -19,6 +19,12 @@ export function positiveInt(v: string): number {
   return n;
 }
 
+export function positiveNumber(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${v}' is not a positive number`);
+  return n;
+}
+
 export function nonNegativeInt(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new InvalidArgumentError(`'${v}' is not an integer in [0, 2^32)`);

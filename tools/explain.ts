@@ -14,9 +14,9 @@ import { type ModelCard, readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy } from '../src/io/npy.js';
 import { COLORMAP_NAMES, type ColormapName, cropRgb, denormalizeToRgb, isColormapName, overlay, type RgbImage, rgbaToRgb, rgbToRgba } from '../src/io/overlay.js';
 import type { Model } from '../src/model.js';
-import { explain, type ExplainOptions, type ExplainResult, type ExplainRow, METHOD_NAMES, type MethodMaps, type TargetSpec } from '../src/cam/explain.js';
+import { explain, type ExplainOptions, type ExplainResult, type ExplainRow, METHOD_NAMES, type MethodMaps, methodNameKey, type TargetSpec } from '../src/cam/explain.js';
 import { CamgpuError, GpuContext, InputError, loadModel, readTensors, type Tensor } from '../src/node.js';
-import { collect, csv, meanStd, nonNegativeInt, positiveInt } from './args.js';
+import { collect, csv, meanStd, nonNegativeInt, positiveInt, positiveNumber } from './args.js';
 import { type HostInput, inputCount, type InputOptions, inputTensor, type Preprocessing, readInput, resolvePreprocessing } from './input.js';
 
 // ---------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ export interface ExplainCliOptions extends InputOptions {
   method: string[];
   layer: string[];
   class: string;
-  score: string;
+  score?: string;
   out?: string;
   colormap: string;
   alpha: string;
@@ -60,12 +60,17 @@ export interface ExplainCliOptions extends InputOptions {
   profile: boolean;
   progress: boolean;
   json: boolean;
+  masks?: number;
+  iters?: number;
+  lr?: number;
+  alignCorners: boolean;
+  scoreBaseline: boolean;
+  polyNormalize: string;
+  lnorm: boolean;
 }
 
-/** How the command's flags read method names: case, '-', '_' and spaces do not matter. */
-function methodKey(s: string): string {
-  return s.toLowerCase().replace(/[-_ ]/g, '').replace(/plusplus$/, '++');
-}
+/** How the command's flags read method names: as explain() does (case, separators, aliases). */
+const methodKey = methodNameKey;
 
 export function checkMethods(names: readonly string[], known: readonly string[]): void {
   if (names.length === 0) throw new InputError(`give --method NAME[,NAME…]; known methods: ${known.join(', ')}, all`);
@@ -218,6 +223,9 @@ interface MethodAcc {
   mapShape: number[];
   rawShape: number[];
   weightShape: number[] | null;
+  /** Poly-CAM's per-layer maps of each chunk, [rows, L, H, W]; null for other methods. */
+  layerMaps: Float32Array[] | null;
+  layerNames: string[] | null;
   gpuMs: number | null;
   wallMs: number;
 }
@@ -227,10 +235,13 @@ export interface ExplainSummary {
   model: string;
   card: string | null;
   input: { kind: 'images' | 'npy'; count: number; folder: string | null; size: [number, number]; preprocessing: { mode: string; mean: number[]; std: number[] } | null };
-  options: { methods: string[]; layers: string[]; class: string; score: string; seed: number | null; batchSize: number; colormap: string; alpha: number };
+  options: {
+    methods: string[]; layers: string[]; class: string; score: string | null; seed: number | null; batchSize: number; colormap: string; alpha: number;
+    masks: number | null; iters: number | null; lr: number | null; alignCorners: boolean; scoreBaseline: boolean; polyNormalize: string; lnorm: boolean;
+  };
   layers: { requested: string; tensor: string; shape: number[] }[];
   rows: number;
-  methods: { method: string; title: string; gpuMs: number | null; wallMs: number; files: { map: string; raw: string; weights: string | null } | null }[];
+  methods: { method: string; title: string; gpuMs: number | null; wallMs: number; layers: string[] | null; files: { map: string; raw: string; weights: string | null; layers: string | null } | null }[];
   images: {
     index: number;
     name: string;
@@ -267,8 +278,12 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
   // Everything a user can get wrong is checked before the GPU is touched.
   const alpha = parseAlpha(o.alpha);
   const colormap = parseColormap(o.colormap);
-  if (o.score !== 'logit' && o.score !== 'softmax') throw new InputError(`--score must be logit or softmax, got '${o.score}'`);
-  const score = o.score;
+  // --score given or not: methods whose SPEC default is the softmax (RISE, Poly-CAM) keep it unless told.
+  const scoreGiven = o.score !== undefined;
+  const score = o.score ?? 'logit';
+  if (score !== 'logit' && score !== 'softmax') throw new InputError(`--score must be logit or softmax, got '${score}'`);
+  if (o.polyNormalize !== 'minmax' && o.polyNormalize !== 'percentile') throw new InputError(`--poly-normalize must be minmax or percentile, got '${o.polyNormalize}'`);
+  const polyNormalize: 'minmax' | 'percentile' = o.polyNormalize;
   const api = await loadExplainModule();
   checkMethods(o.method, api.METHOD_NAMES);
   const card = readModelCardBeside(o.model);
@@ -306,10 +321,14 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
       const x = inputTensor(ctx, host, prep, from, to);
       let r: ExplainOutcome | null = null;
       try {
-        r = await api.explain(model, x, { methods: o.method, layers, targets: targetsFor(targets, from, to), score, seed: o.seed, imageOffset: from, batchSize: o.batchSize, profile: o.profile || undefined });
+        r = await api.explain(model, x, {
+          methods: o.method, layers, targets: targetsFor(targets, from, to), score: scoreGiven ? score : undefined, seed: o.seed, imageOffset: from, batchSize: o.batchSize, profile: o.profile || undefined,
+          masks: o.masks, iterations: o.iters, lr: o.lr, alignCorners: o.alignCorners || undefined, scoreBaseline: o.scoreBaseline || undefined, polyNormalize, lnorm: o.lnorm,
+          pixels: pixelsOf(prep, x.shape[1]),
+        });
         const chunkRows = await r.rows();
         const tensors: Tensor[] = [];
-        for (const m of r.methods) tensors.push(m.map, m.raw, ...(m.weights ? [m.weights] : []));
+        for (const m of r.methods) tensors.push(m.map, m.raw, ...(m.weights ? [m.weights] : []), ...(m.layerMaps ?? []).map((l) => l.map));
         const data = await readTensors(ctx, tensors);
         let k = 0;
         const chunkMaps = new Map<string, Float32Array>();
@@ -317,10 +336,14 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
           const map = data[k++];
           const raw = data[k++];
           const weights = m.weights ? data[k++] : null;
+          const perLayer = (m.layerMaps ?? []).map(() => data[k++]);
           if (m.map.shape.length !== 3 || m.map.shape[0] !== chunkRows.length) throw new Error(`internal: ${m.method} map [${m.map.shape}] for ${chunkRows.length} rows`);
           let acc = accs.get(m.method);
           if (!acc) {
-            acc = { method: m.method, title: m.title, maps: [], raws: [], weights: m.weights ? [] : null, mapShape: m.map.shape.slice(1), rawShape: m.raw.shape.slice(1), weightShape: m.weights ? m.weights.shape.slice(1) : null, gpuMs: m.gpuMs, wallMs: 0 };
+            acc = {
+              method: m.method, title: m.title, maps: [], raws: [], weights: m.weights ? [] : null, mapShape: m.map.shape.slice(1), rawShape: m.raw.shape.slice(1), weightShape: m.weights ? m.weights.shape.slice(1) : null,
+              layerMaps: m.layerMaps ? [] : null, layerNames: m.layerMaps ? m.layerMaps.map((l) => l.layer) : null, gpuMs: m.gpuMs, wallMs: 0,
+            };
             accs.set(m.method, acc);
           } else {
             acc.gpuMs = acc.gpuMs === null || m.gpuMs === null ? null : acc.gpuMs + m.gpuMs;
@@ -328,6 +351,13 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
           acc.maps.push(map);
           acc.raws.push(raw);
           if (acc.weights && weights) acc.weights.push(weights);
+          if (acc.layerMaps && perLayer.length) {
+            // [rows, L, H, W]: row-major over (row, layer).
+            const plane = map.length / chunkRows.length;
+            const joined = new Float32Array(map.length * perLayer.length);
+            for (let row = 0; row < chunkRows.length; row++) perLayer.forEach((l, li) => joined.set(l.subarray(row * plane, (row + 1) * plane), (row * perLayer.length + li) * plane));
+            acc.layerMaps.push(joined);
+          }
           acc.wallMs += m.wallMs;
           chunkMaps.set(m.method, map);
         }
@@ -350,12 +380,13 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
       let files: ExplainSummary['methods'][number]['files'] = null;
       if (staging) {
         const base = fileSafe(acc.method);
-        files = { map: `${base}.npy`, raw: `${base}-raw.npy`, weights: acc.weights ? `${base}-weights.npy` : null };
+        files = { map: `${base}.npy`, raw: `${base}-raw.npy`, weights: acc.weights ? `${base}-weights.npy` : null, layers: acc.layerMaps ? `${base}-layers.npy` : null };
+        if (acc.layerMaps && files.layers) staging.write(files.layers, formatNpy(concat(acc.layerMaps), [M, acc.layerNames!.length, ...acc.mapShape]));
         staging.write(files.map, formatNpy(concat(acc.maps), [M, ...acc.mapShape]));
         staging.write(files.raw, formatNpy(concat(acc.raws), [M, ...acc.rawShape]));
         if (acc.weights && files.weights) staging.write(files.weights, formatNpy(concat(acc.weights), [M, ...acc.weightShape!]));
       }
-      methods.push({ method: acc.method, title: acc.title, gpuMs: acc.gpuMs === null ? null : round2(acc.gpuMs), wallMs: round2(acc.wallMs), files });
+      methods.push({ method: acc.method, title: acc.title, gpuMs: acc.gpuMs === null ? null : round2(acc.gpuMs), wallMs: round2(acc.wallMs), layers: acc.layerNames, files });
     }
     const summary: ExplainSummary = {
       command: 'explain',
@@ -365,7 +396,10 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
         kind: host.kind, count, folder: host.kind === 'images' ? host.folder : null, size: prep.size,
         preprocessing: prep.normalize ? { mode: host.kind === 'npy' ? 'as given' : prep.mode, mean: prep.normalize.mean, std: prep.normalize.std } : null,
       },
-      options: { methods: [...o.method], layers: [...layers], class: o.class, score, seed: o.seed ?? null, batchSize: chunk, colormap, alpha },
+      options: {
+        methods: [...o.method], layers: [...layers], class: o.class, score: scoreGiven ? score : null, seed: o.seed ?? null, batchSize: chunk, colormap, alpha,
+        masks: o.masks ?? null, iters: o.iters ?? null, lr: o.lr ?? null, alignCorners: o.alignCorners, scoreBaseline: o.scoreBaseline, polyNormalize, lnorm: o.lnorm,
+      },
       layers: layerInfo.map((l) => ({ ...l, shape: [M, ...l.shape.slice(1)] })),
       rows: M,
       methods,
@@ -387,6 +421,15 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
     if (model) await model.dispose();
     ctx?.destroy();
   }
+}
+
+/**
+ * How the model input relates to [0, 1] pixels (for the methods that mask pixels): the
+ * preprocessing's mean/std, one value per channel (a single value serves every channel).
+ */
+function pixelsOf(prep: Preprocessing, channels: number): { mean: number[]; std: number[] } {
+  const per = (v: readonly number[] | undefined, fallback: number) => Array.from({ length: channels }, (_, c) => (v ? v[v.length === 1 ? 0 : c] : fallback));
+  return { mean: per(prep.normalize?.mean, 0), std: per(prep.normalize?.std, 1) };
 }
 
 /** Panels per grid row. */
@@ -469,7 +512,7 @@ function drawChunk(a: DrawArgs): void {
 
 function printSummary(s: ExplainSummary): void {
   for (const img of s.images) {
-    const t = img.targets.map((t) => `${t.class}${t.className ? ` ${t.className}` : ''} (${s.options.score} ${t.score.toFixed(s.options.score === 'softmax' ? 4 : 3)})`).join(', ');
+    const t = img.targets.map((t) => `${t.class}${t.className ? ` ${t.className}` : ''} (${s.options.score ?? 'logit'} ${t.score.toFixed(s.options.score === 'softmax' ? 4 : 3)})`).join(', ');
     console.log(`${img.name}: ${t}`);
   }
   for (const l of s.layers) console.log(`layer ${l.requested} -> ${l.tensor} [${l.shape.join('x')}]`);
@@ -489,7 +532,7 @@ export function addExplainCommand(program: Command): void {
     .requiredOption('--method <names>', "methods, comma-separated (gradcam,hirescam,…), 'all' (every single-pass method) or 'sweeps' (Score-CAM, SS-CAM, IS-CAM)", collect, [])
     .option('--layer <names>', "target layer(s): 'auto', tensor names, node names or torch module paths", collect, [])
     .option('--class <c>', "whose score to explain: 'argmax', one class K for all, K1,K2,… one per input, or topK (e.g. top3)", 'argmax')
-    .option('--score <s>', "y_c is the 'logit' or the 'softmax' probability", 'logit')
+    .option('--score <s>', "y_c is the 'logit' (default; RISE and Poly-CAM: 'softmax') or the 'softmax' probability")
     .option('--out <dir>', 'write <method>.npy, <method>-raw.npy, <method>-weights.npy, overlays, grids and summary.json here (all or nothing)')
     .option('--colormap <name>', `overlay colormap: ${COLORMAP_NAMES.join(', ')}`, 'jet')
     .option('--alpha <a>', 'overlay opacity of the colormap, in [0, 1]', '0.5')
@@ -503,6 +546,13 @@ export function addExplainCommand(program: Command): void {
     .option('--mean <m>', 'normalization mean, one value per channel (default: the model card, else ImageNet)', meanStd)
     .option('--std <s>', 'normalization std, one value per channel (default: the model card, else ImageNet)', meanStd)
     .option('--no-normalize', 'feed [0,1] pixels without mean/std normalization')
+    .option('--masks <n>', 'RISE: number of seeded masks (default 4000)', positiveInt)
+    .option('--iters <n>', 'Opti-CAM: Adam iterations (default 50)', positiveInt)
+    .option('--lr <v>', "Opti-CAM: Adam's learning rate (default 0.1)", positiveNumber)
+    .option('--align-corners', "Score-CAM family: upsample masks with align_corners=true (pytorch-grad-cam's Score-CAM)", false)
+    .option('--score-baseline', "Score-CAM family: subtract y_c(x) from the scores before the softmax (torch-cam's)", false)
+    .option('--poly-normalize <mode>', "Poly-CAM: 'minmax' (SPEC's u()) or 'percentile' (aenglebert/polycam's 0.1/99.9 % normalization)", 'minmax')
+    .option('--no-lnorm', "Poly-CAM: without LNorm (the paper's ablation); --layer gives its layers, shallow to deep, or 'auto'")
     .action(async (o: ExplainCliOptions) => {
       await cmdExplain(o);
     });

@@ -12,6 +12,7 @@ import { finalMap, finerObjective, fuseLayerCam, layerMap } from './math.js';
 import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleFamily } from './methods.js';
 import { uniformSigned } from './random.js';
 import { runOptiCam } from './opticam.js';
+import { autoPolyLayers, checkPolyLayers, type PolyLayerInfo, runPolyCam } from './polycam.js';
 import { runAblationSweep, runOcclusionSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
@@ -67,6 +68,15 @@ export interface ExplainOptions {
    * methods that mask pixels (Opti-CAM). Default ImageNet's for 3-channel inputs.
    */
   pixels?: { mean: readonly number[]; std: readonly number[] };
+  /**
+   * Poly-CAM's layers, shallow to deep, or 'auto' (the output before each spatial
+   * downsampling, and the last spatial one). Default: `layers` when given, else 'auto'.
+   */
+  polyLayers?: readonly string[] | 'auto';
+  /** Poly-CAM's LNorm (default true; false is the paper's ablation). */
+  lnorm?: boolean;
+  /** Poly-CAM's mask and map normalization: 'minmax' (default, SPEC u()) or POLY's 'percentile'. */
+  polyNormalize?: 'minmax' | 'percentile';
 }
 
 export interface MethodMaps {
@@ -82,6 +92,8 @@ export interface MethodMaps {
   attribution: Tensor | null;
   /** Opti-CAM's loss at every iteration, [M, iterations]. */
   lossCurve?: Tensor;
+  /** Poly-CAM's map at every layer of its list (P_l finished to [M, H, W]), shallow to deep: a layer slider's frames. */
+  layerMaps?: { layer: string; map: Tensor }[];
   /** GPU time of the method's own launches (profile only). */
   gpuMs: number | null;
   /** Wall time of the whole explain call (the methods share one pass). */
@@ -100,6 +112,8 @@ export interface ExplainResult {
   /** One per map row; read from the GPU on first access (one readback for all of them). */
   rows(): Promise<ExplainRow[]>;
   layers: { requested: string; tensor: string; shape: number[] }[];
+  /** Poly-CAM's layer list, when a Poly-CAM variant ran. */
+  polyLayers?: { requested: string; tensor: string; shape: number[] }[];
   methods: MethodMaps[];
   /** GPU time of the shared forward/backward pass and everything that is no method's own (profile only). */
   passGpuMs: number | null;
@@ -109,19 +123,34 @@ export interface ExplainResult {
   dispose(): void;
 }
 
+/** Other spellings of method names (after lower-casing and dropping separators). */
+const METHOD_ALIASES: ReadonlyMap<string, string> = new Map([
+  ['polycam±', 'polycam'], ['polycampm', 'polycam'], ['pcam±', 'polycam'], ['pcampm', 'polycam'],
+  ['polycamplus', 'polycam+'], ['polycamp', 'polycam+'], ['pcam+', 'polycam+'],
+  ['polycamminus', 'polycam-'], ['polycamm', 'polycam-'], ['polycam−', 'polycam-'], ['pcam-', 'polycam-'], ['pcam−', 'polycam-'],
+]);
+
+/** A method name as a user may spell it (case, '-', '_' and spaces do not matter; aliases), as its canonical key. */
+export function methodNameKey(raw: string): string {
+  // A trailing '-' is PCAM−'s minus sign, not a separator.
+  const lower = raw.toLowerCase();
+  const key = lower.replace(/[-_ ]/g, '') + (lower.endsWith('-') ? '-' : '');
+  return METHOD_ALIASES.get(key) ?? key.replace(/plusplus$/, '++');
+}
+
 /** Method names as given (case, dashes and underscores do not matter), 'all' expanded. */
 export function resolveMethods(names: readonly string[]): CamMethod[] {
   if (names.length === 0) throw new InputError(`no method given; known methods: ${METHOD_NAMES.join(', ')}`);
   const out: CamMethod[] = [];
   for (const raw of names) {
-    const key = raw.toLowerCase().replace(/[-_ ]/g, '');
+    const key = methodNameKey(raw);
     // 'all': every method of the shared passes (the score sweeps run hundreds to thousands of
     // passes per image and are asked for by name, or together as 'sweeps').
     if (key === 'all' || key === 'sweeps') {
       for (const m of METHODS) if (!out.includes(m) && (key === 'all') === !m.sweep) out.push(m);
       continue;
     }
-    const m = METHOD_BY_NAME.get(key) ?? METHOD_BY_NAME.get(key.replace(/plusplus$/, '++'));
+    const m = METHOD_BY_NAME.get(key);
     if (!m) throw new InputError(`unknown method '${raw}'; known methods: ${METHOD_NAMES.join(', ')}, all, sweeps`);
     if (!out.includes(m)) out.push(m);
   }
@@ -201,7 +230,12 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
   const rows = topK > 0 ? batch * topK : batch;
 
   // Probe a tape at one image: shapes, layers, the class count.
-  const probe = model.tape(1, { image, taps: requestedLayers });
+  const polyMethods = methods.filter((m) => m.sweep === 'polycam');
+  const givenLayers = options.layers && options.layers.length > 0 && !(options.layers.length === 1 && options.layers[0] === 'auto') ? options.layers : null;
+  const polyAsked = options.polyLayers ?? givenLayers ?? 'auto';
+  const polyLayers = polyMethods.length === 0 ? [] : polyAsked === 'auto' || (polyAsked.length === 1 && polyAsked[0] === 'auto') ? autoPolyLayers(model, image) : [...polyAsked];
+  if (polyMethods.length && polyLayers.length === 0) throw new InputError('explain: Poly-CAM needs at least one layer');
+  const probe = model.tape(1, { image, taps: [...requestedLayers, ...polyLayers] });
   const numClasses = probe.logits.shape.at(-1)!;
   const layerInfo = requestedLayers.map((requested) => {
     const sym = probe.taps.get(requested)!;
@@ -211,6 +245,16 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     }
     return { requested, tensor, shape: [rows, ...sym.shape.slice(1)] };
   });
+  const polyInfo: PolyLayerInfo[] = polyLayers.map((requested) => {
+    const sym = probe.taps.get(requested)!;
+    const tensor = probe.resolved.taps.get(requested)!.tensor;
+    if (sym.shape.length !== 4 || sym.shape[2] * sym.shape[3] < 2) {
+      throw new ShapeError(`explain: Poly-CAM layer '${requested}' (tensor '${tensor}')`, `has shape ${formatShape(sym.shape)}; layers must be 4-D [N, K, h, w] with h·w > 1. Spatial layers: ${spatialLayers(probe).join(', ')}`);
+    }
+    const position = probe.tape.graph.ops.findIndex((op) => op.output === sym.name);
+    return { requested, tensor, shape: [rows, ...sym.shape.slice(1)], position };
+  });
+  checkPolyLayers(polyInfo);
   if (topK > numClasses) throw new InputError(`explain: top${topK} asked of a model with ${numClasses} classes`);
   let classes: number[] | null = null;
   if (typeof spec === 'number' || Array.isArray(spec)) {
@@ -271,6 +315,11 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       results['sweep:a'] = { batchAxis: 0 };
       results['sweep:seed'] = { batchAxis: 0 };
     }
+    if (polyMethods.length) {
+      polyLayers.forEach((_, i) => (results[`poly:a:${i}`] = { batchAxis: 0 }));
+      results['poly:clean'] = { batchAxis: 0 };
+    }
+    const polyScore = options.score ?? 'softmax';
     for (const m of methods) {
       if (m.sweep) continue;
       results[`${m.name}:map`] = { batchAxis: 0 };
@@ -288,11 +337,11 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     }
     const seed = options.seed ?? 0;
     const sweepMs = new Map<string, number>();
-    const key = `explain|${image}|${requestedLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${options.fusion ?? 'mean'}|${classes ? 'classes' : weightsTarget ? 'weights' : topK > 0 ? `top${topK}` : 'argmax'}|${options.finerBase ?? 'gradcam'}|${seed}`;
+    const key = `explain|${image}|${requestedLayers}|${polyLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${options.fusion ?? 'mean'}|${classes ? 'classes' : weightsTarget ? 'weights' : topK > 0 ? `top${topK}` : 'argmax'}|${options.finerBase ?? 'gradcam'}|${seed}`;
     const build = (nb: number) => {
       const mt = model.tape(nb, {
         image,
-        taps: requestedLayers,
+        taps: [...requestedLayers, ...polyLayers],
         wrt: [...(needsGrad ? requestedLayers : []), ...(needsInputGrad ? ['input'] : [])],
         target: { of: options.score ?? 'logit', weights: topK > 0 ? (tp, logits) => topKSeed(tp, logits, nb, topK) : classes || weightsTarget ? 'feed' : 'argmax' },
       });
@@ -398,6 +447,11 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
         keep('sweep:a', mt.taps.get(requestedLayers[0])!);
         keep('sweep:seed', seedSym);
       }
+      if (polyMethods.length) {
+        polyLayers.forEach((l, i) => keep(`poly:a:${i}`, mt.taps.get(l)!));
+        const polyScored = polyScore === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
+        keep('poly:clean', t.reshape(t.reduce('sum', t.mul(seedSym, polyScored), [1]), [nb]));
+      }
       for (const m of methods) {
         if (m.sweep) continue;
         t.scope(m.name, () => {
@@ -438,7 +492,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       maxChunk: options.batchSize,
     });
     // Score sweeps: their masked copies run as the rows of programs of their own, fed from this pass.
-    const swept = new Map<string, Omit<SweepResult, 'weights'> & { weights: Tensor | null }>();
+    const swept = new Map<string, Omit<SweepResult, 'weights' | 'scores'> & { weights: Tensor | null; scores: Tensor | null; layerMaps?: { layer: string; map: Tensor }[] }>();
     if (sweeps.length) {
       const a = run.results.get('sweep:a')!;
       const seedT = run.results.get('sweep:seed')!;
@@ -447,6 +501,15 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           const t0 = performance.now();
           const imageIndex = Array.from({ length: rows }, (_, r) => offset + (topK > 0 ? Math.floor(r / topK) : r));
           const sweepInputs = { x: input, a, seed: seedT, score: run.results.get('score')!, image: imageIndex };
+          if (m.sweep === 'polycam') {
+            const r = await runPolyCam(model, {
+              x: input, seed: seedT, clean: run.results.get('poly:clean')!, image: imageIndex,
+              layers: polyLayers.map((layer, i) => ({ layer, a: run.results.get(`poly:a:${i}`)! })),
+            }, { variant: m.polyVariant!, lnorm: options.lnorm ?? true, normalize: options.polyNormalize ?? 'minmax', scoreOf: polyScore, maxChunk: options.batchSize });
+            swept.set(m.name, { map: r.map, raw: r.raw, weights: r.weights, scores: null, layerMaps: r.layerMaps });
+            sweepMs.set(m.name, performance.now() - t0);
+            continue;
+          }
           if (m.sweep === 'opticam') {
             const px = options.pixels ?? (input.shape[1] === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : null);
             if (!px) throw new InputError(`Opti-CAM masks [0, 1] pixels: give the mean/std of this ${input.shape[1]}-channel model's normalization (option pixels)`);
@@ -464,12 +527,13 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           sweepMs.set(m.name, performance.now() - t0);
         }
       } catch (e) {
-        for (const r of swept.values()) for (const t of [r.map, r.raw, r.weights, r.scores]) t?.dispose();
-        for (const t of run.results.values()) t.dispose();
+        for (const r of swept.values()) for (const t of [r.map, r.raw, r.weights, r.scores, ...(r.layerMaps ?? []).map((l) => l.map)]) t?.dispose();
+        for (const [name, t] of run.results) if (name !== 'sweep:a' && name !== 'sweep:seed') t.dispose();
         throw e;
       } finally {
         a.dispose();
         seedT.dispose();
+        for (const [name, t] of run.results) if (name.startsWith('poly:')) t.dispose();
       }
     }
     const timings = run.timings ? await run.timings : null;
@@ -481,7 +545,8 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       raw: swept.get(m.name)!.raw,
       weights: swept.get(m.name)!.weights,
       attribution: null,
-      ...(m.sweep === 'opticam' ? { lossCurve: swept.get(m.name)!.scores } : {}),
+      ...(m.sweep === 'opticam' ? { lossCurve: swept.get(m.name)!.scores! } : {}),
+      ...(m.sweep === 'polycam' ? { layerMaps: swept.get(m.name)!.layerMaps } : {}),
       gpuMs: null,
       wallMs,
     } : ({
@@ -494,7 +559,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
       gpuMs: timings ? timings.filter((s) => s.label.startsWith(`${m.name}/`)).reduce((p, s) => p + s.ms, 0) : null,
       wallMs,
     }));
-    for (const [name, r] of swept) if (name !== 'opticam') r.scores.dispose();
+    for (const [name, r] of swept) if (name !== 'opticam') r.scores?.dispose();
     const targetClass = run.results.get('target')!;
     const targetScore = run.results.get('score')!;
     let rowsRead: Promise<ExplainRow[]> | null = null;
@@ -507,6 +572,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
         return rowsRead;
       },
       layers: layerInfo,
+      ...(polyMethods.length ? { polyLayers: polyInfo.map(({ requested, tensor, shape }) => ({ requested, tensor, shape })) } : {}),
       methods: methodMaps,
       passGpuMs: timings ? timings.filter((s) => !methods.some((m) => s.label.startsWith(`${m.name}/`))).reduce((p, s) => p + s.ms, 0) : null,
       targetClass,
@@ -518,6 +584,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
           m.weights?.dispose();
           m.attribution?.dispose();
           m.lossCurve?.dispose();
+          for (const l of m.layerMaps ?? []) l.map.dispose();
         }
         targetClass.dispose();
         targetScore.dispose();

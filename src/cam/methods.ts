@@ -1,4 +1,5 @@
 import type { Sym } from '../ops/graph.js';
+import type { PolyVariant } from './polycam.js';
 import type { Tape } from '../ops/tape.js';
 import { hostTensor } from '../runtime/host-tensor.js';
 import { gaussian } from './random.js';
@@ -77,7 +78,9 @@ export interface CamMethod {
   /** Computed once from the input, not per target layer (the gradient baselines). */
   inputLevel?: true;
   /** A score sweep over the first layer's channels (src/cam/sweeps.ts), run after the shared pass. */
-  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise' | 'occlusion' | 'opticam';
+  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise' | 'occlusion' | 'opticam' | 'polycam';
+  /** Poly-CAM's variant (src/cam/polycam.ts). */
+  polyVariant?: PolyVariant;
 }
 
 const g = (l: LayerInputs): Sym => {
@@ -430,6 +433,18 @@ export const METHODS: readonly CamMethod[] = [
     reference: 'TC activation.py ISCAM: s_k = Σ_{i=1..10} y_c(x ⊙ (i/10)·M_k)',
     record: sweepOnly,
   },
+  ...([['polycam', 'plusminus', 'Poly-CAM (PCAM±)', 'w = relu(f_c(x) + f_c(x ⊙ m_k) − f_c(x ⊙ (1 − m_k)))'],
+    ['polycam+', 'plus', 'Poly-CAM (PCAM+)', 'w = f_c(x ⊙ m_k)'],
+    ['polycam-', 'minus', 'Poly-CAM (PCAM−)', 'w = relu(f_c(x) − f_c(x ⊙ (1 − m_k)))']] as const).map(([name, variant, title, rule]): CamMethod => ({
+    name,
+    title,
+    needs: 'none',
+    hasWeights: true,
+    sweep: 'polycam',
+    polyVariant: variant,
+    reference: `seed 000 eq. 1–6; POLY polycam.py: ${rule}, m_k = u(up(A_l^k)), softmax scores, layers shallow to deep (auto: before each downsampling), LNorm; options lnorm, polyNormalize 'percentile'`,
+    record: sweepOnly,
+  })),
   {
     name: 'randomcam',
     title: 'Random-CAM',

@@ -34,7 +34,7 @@ export interface SweepOptions {
 }
 
 /** SPEC's M_k = u(up(A_k)) (as PGC: upsample, then normalize with eps 1e-8), as [n, 1, H, W]. */
-const mask01 = (t: Tape, a: Sym, size: readonly [number, number], alignCorners: boolean) => {
+export const mask01 = (t: Tape, a: Sym, size: readonly [number, number], alignCorners: boolean) => {
   const [n] = a.shape;
   return t.reshape(normalize01(t, upsample(t, a, size, alignCorners), 1e-8), [n, 1, size[0], size[1]]);
 };
@@ -86,8 +86,12 @@ export interface SweepResult {
   scores: Tensor;
 }
 
-/** Runs one score sweep and the weighting after it: two programs, no readback. */
-export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: SweepInputs, o: SweepOptions & { scoreOf: 'logit' | 'softmax'; maxChunk?: number }): Promise<SweepResult> {
+/**
+ * The scores of a sweep's masked copies: row r = ((m·K + k)·S + j) scores image m masked by
+ * `sweep.mask` of copy j of channel k, as [M·K·S] (the caller owns it). One program, split
+ * into passes that fit, no readback.
+ */
+export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<SweepInputs, 'x' | 'a' | 'seed' | 'image'>, o: SweepOptions & { scoreOf: 'logit' | 'softmax'; maxChunk?: number; key?: string }): Promise<Tensor> {
   const [M, K, h, w] = inputs.a.shape;
   const image = inputs.x.shape.slice(1);
   const size: [number, number] = [image[1], image[2]];
@@ -119,7 +123,7 @@ export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: Swe
   const aFlat = inputs.a.reshaped([M * K, h, w]);
   try {
     const sweepRun = await model.runProgram({
-      key: `sweep|${sweep.name}|${image}|${M}|${K}|${o.alignCorners}|${o.scoreOf}|${o.seed}`,
+      key: `sweep|${sweep.name}|${o.key ?? ''}|${image}|${M}|${K}|${h}|${w}|${o.alignCorners}|${o.scoreOf}|${o.seed}`,
       batch: rows,
       maxChunk: o.maxChunk,
       build: (nb) => {
@@ -150,36 +154,45 @@ export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: Swe
       results: { score: { batchAxis: 0 } },
       label: sweep.name,
     });
-    const scoresFlat = sweepRun.results.get('score')!;
-    const scores = scoresFlat.reshaped([M, K * S]);
-    try {
-      // The weighting: per image, scores [K, S] → s_k → softmax over k → Σ w_k A_k → the map.
-      const combine = await model.runProgram({
-        key: `sweep-weights|${sweep.name}|${M}|${K}|${h}|${w}|${size}|${o.baseline}`,
-        batch: M,
-        split: false,
-        build: (nb) => {
-          const t = new Tape();
-          const s = t.input('scores', [nb, K * S]);
-          const a = t.input('a', [nb, K, h, w]);
-          const clean = t.input('clean', [nb]);
-          let sk = t.reshape(t.reduce(sweep.reduce, t.reshape(s, [nb, K, S]), [2]), [nb, K]);
-          if (o.baseline) sk = t.sub(sk, t.reshape(clean, [nb, 1]));
-          const weights = t.softmax(sk, -1);
-          const raw = weightedSum(t, a, weights);
-          const map = finalMap(t, [layerMap(t, raw, size)]);
-          return { graph: t.graph, names: new Map([['map', map.name], ['raw', raw.name], ['weights', weights.name], ['scores', sk.name]]) };
-        },
-        feeds: { scores: { tensor: scores, batchAxis: 0 }, a: { tensor: inputs.a, batchAxis: 0 }, clean: { tensor: inputs.score, batchAxis: 0 } },
-        results: { map: { batchAxis: 0 }, raw: { batchAxis: 0 }, weights: { batchAxis: 0 }, scores: { batchAxis: 0 } },
-        label: `${sweep.name}-weights`,
-      });
-      return { map: combine.results.get('map')!, raw: combine.results.get('raw')!, weights: combine.results.get('weights')!, scores: combine.results.get('scores')! };
-    } finally {
-      scoresFlat.dispose();
-    }
+    return sweepRun.results.get('score')!;
   } finally {
     for (const t of feedsOwned) t.dispose();
+  }
+}
+
+/** Runs one score sweep and the weighting after it: two programs, no readback. */
+export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: SweepInputs, o: SweepOptions & { scoreOf: 'logit' | 'softmax'; maxChunk?: number }): Promise<SweepResult> {
+  const [M, K, h, w] = inputs.a.shape;
+  const image = inputs.x.shape.slice(1);
+  const size: [number, number] = [image[1], image[2]];
+  const S = sweep.copies;
+  const flat = await sweepScores(model, sweep, inputs, o);
+  const scores = flat.reshaped([M, K * S]);
+  try {
+    // The weighting: per image, scores [K, S] → s_k → softmax over k → Σ w_k A_k → the map.
+    const combine = await model.runProgram({
+      key: `sweep-weights|${sweep.name}|${M}|${K}|${h}|${w}|${size}|${o.baseline}`,
+      batch: M,
+      split: false,
+      build: (nb) => {
+        const t = new Tape();
+        const s = t.input('scores', [nb, K * S]);
+        const a = t.input('a', [nb, K, h, w]);
+        const clean = t.input('clean', [nb]);
+        let sk = t.reshape(t.reduce(sweep.reduce, t.reshape(s, [nb, K, S]), [2]), [nb, K]);
+        if (o.baseline) sk = t.sub(sk, t.reshape(clean, [nb, 1]));
+        const weights = t.softmax(sk, -1);
+        const raw = weightedSum(t, a, weights);
+        const map = finalMap(t, [layerMap(t, raw, size)]);
+        return { graph: t.graph, names: new Map([['map', map.name], ['raw', raw.name], ['weights', weights.name], ['scores', sk.name]]) };
+      },
+      feeds: { scores: { tensor: scores, batchAxis: 0 }, a: { tensor: inputs.a, batchAxis: 0 }, clean: { tensor: inputs.score, batchAxis: 0 } },
+      results: { map: { batchAxis: 0 }, raw: { batchAxis: 0 }, weights: { batchAxis: 0 }, scores: { batchAxis: 0 } },
+      label: `${sweep.name}-weights`,
+    });
+    return { map: combine.results.get('map')!, raw: combine.results.get('raw')!, weights: combine.results.get('weights')!, scores: combine.results.get('scores')! };
+  } finally {
+    flat.dispose();
   }
 }
 
