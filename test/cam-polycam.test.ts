@@ -125,19 +125,19 @@ describe('Poly-CAM layers', () => {
 
   it('a list out of order, without a drop in size, or not spatial is a typed error', async () => {
     const ctx = await gpu();
+    const before = ctx.pool.getStats().inUseBytes;
     const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
     const x = Tensor.fromData(ctx, new Float32Array(2 * 56 * 56).fill(0.5), [2, 1, 56, 56]);
-    const before = ctx.pool.getStats().inUseBytes;
     try {
       await expect(explain(model, x, { methods: ['polycam'], polyLayers: ['layer2', 'layer1'] })).rejects.toThrow(/out of order/);
       await expect(explain(model, x, { methods: ['polycam'], polyLayers: ['maxpool', 'layer1'] })).rejects.toThrow(/spatial size must drop/);
       await expect(explain(model, x, { methods: ['polycam'], polyLayers: ['relu', 'avgpool'] })).rejects.toThrow(/h·w > 1/);
       await expect(explain(model, x, { methods: ['polycam'], polyLayers: ['layer2', 'layer1'] })).rejects.toBeInstanceOf(InputError);
-      expect(ctx.pool.getStats().inUseBytes).toBe(before);
     } finally {
       x.dispose();
       await model.dispose();
     }
+    expect(ctx.pool.getStats().inUseBytes).toBe(before);
   });
 });
 

@@ -213,11 +213,32 @@ describe('explain: flags reach explain()', () => {
     const calls: Call[] = [];
     setExplainModule(standIn(calls));
     expect((await cli([...base, '--image', THREE, '--method', 'gradcam'])).code).toBe(0);
-    expect(calls[0]).toMatchObject({ batch: 3, options: { layers: ['auto'], targets: 'argmax', score: 'logit' } });
+    // No --score: each method's SPEC default (the logit; RISE and Poly-CAM the softmax).
+    expect(calls[0]).toMatchObject({ batch: 3, options: { layers: ['auto'], targets: 'argmax', score: undefined, polyNormalize: 'minmax', lnorm: true } });
+    expect(calls[0].options.masks).toBeUndefined();
     expect((await cli([...base, '--image', THREE, '--method', 'gradcam', '--class', '5'])).code).toBe(0);
     expect(calls[1].options.targets).toBe(5);
     expect((await cli([...base, '--image', THREE, '--method', 'all', '--class', 'top3'])).code).toBe(0);
     expect(calls[2].options).toMatchObject({ targets: { topK: 3 }, methods: ['all'] });
+  });
+
+  it('sweep options: masks, iterations, learning rate, parity switches, Poly-CAM layers and normalization', async () => {
+    const calls: Call[] = [];
+    setExplainModule(standIn(calls));
+    const args = ['--image', THREE, '--method', 'gradcam,hirescam', '--masks', '500', '--iters', '7', '--lr', '0.05', '--align-corners', '--score-baseline',
+      '--poly-normalize', 'percentile', '--no-lnorm', '--layer', 'features.1,features.6', '--score', 'softmax'];
+    expect((await cli([...base, ...args])).code).toBe(0);
+    expect(calls[0].options).toMatchObject({ masks: 500, iterations: 7, lr: 0.05, alignCorners: true, scoreBaseline: true, polyNormalize: 'percentile', lnorm: false, layers: ['features.1', 'features.6'], score: 'softmax' });
+    expect(calls[0].options.pixels).toEqual({ mean: [expect.any(Number)], std: [expect.any(Number)] });
+    for (const bad of [['--masks', '0'], ['--iters', '0'], ['--lr', '-1'], ['--poly-normalize', 'median']]) {
+      const r = await cli([...base, '--image', THREE, '--method', 'gradcam', ...bad]);
+      if (bad[0] === '--poly-normalize') {
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(/--poly-normalize must be minmax or percentile, got 'median'/);
+      } else {
+        expect(r.code, bad.join(' ')).not.toBe(0); // commander rejects the value (not a positive number) before anything runs
+      }
+    }
   });
 });
 

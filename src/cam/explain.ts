@@ -13,7 +13,7 @@ import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleF
 import { uniformSigned } from './random.js';
 import { runOptiCam } from './opticam.js';
 import { autoPolyLayers, checkPolyLayers, type PolyLayerInfo, runPolyCam } from './polycam.js';
-import { runAblationSweep, runOcclusionSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
+import { runAblationSweep, runOcclusionSweep, runPixabSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
 
@@ -521,6 +521,8 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
             ? { ...(await runOcclusionSweep(model, sweepInputs, { patch: options.occlusion?.patch ?? 64, stride: options.occlusion?.stride ?? 8, fill: options.occlusion?.fill ?? 0, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize })), weights: null }
             : m.sweep === 'rise'
             ? { ...(await runRiseSweep(model, sweepInputs, { masks: options.masks ?? 4000, grid: 8, p1: 0.5, seed, scoreOf: options.score ?? 'softmax', maxChunk: options.batchSize })), weights: null }
+            : m.sweep === 'pixabcam'
+            ? { ...(await runPixabSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })), weights: null }
             : m.sweep === 'ablationcam'
             ? await runAblationSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })
             : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize }));

@@ -78,7 +78,7 @@ export interface CamMethod {
   /** Computed once from the input, not per target layer (the gradient baselines). */
   inputLevel?: true;
   /** A score sweep over the first layer's channels (src/cam/sweeps.ts), run after the shared pass. */
-  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'rise' | 'occlusion' | 'opticam' | 'polycam';
+  sweep?: 'scorecam' | 'sscam' | 'iscam' | 'ablationcam' | 'pixabcam' | 'rise' | 'occlusion' | 'opticam' | 'polycam';
   /** Poly-CAM's variant (src/cam/polycam.ts). */
   polyVariant?: PolyVariant;
 }
@@ -386,6 +386,15 @@ export const METHODS: readonly CamMethod[] = [
     hasWeights: true,
     sweep: 'ablationcam',
     reference: 'PGC ablation_cam.py: w_k = (y_c − y_c^(k))/y_c, channel k zeroed, the suffix re-run from the layer (batch 32)',
+    record: sweepOnly,
+  },
+  {
+    name: 'pixabcam',
+    title: 'Pixab-CAM',
+    needs: 'none',
+    hasWeights: false,
+    sweep: 'pixabcam',
+    reference: 'seed 002 §4 eq. 7–8 (no public code): boxes 1×1, 1×2, 2×1, 2×2 at the layer, p = ((Y − Y_b)/Y)·((Ỹ_b − Ỹ)/Ỹ) averaged over covering boxes, L = u(relu(p))',
     record: sweepOnly,
   },
   {

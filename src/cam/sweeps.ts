@@ -476,3 +476,128 @@ export async function runOcclusionSweep(model: Model, inputs: Pick<SweepInputs, 
     for (const t of [rowImage, rowY, rowX]) t.dispose();
   }
 }
+
+/** Pixab-CAM's ablation boxes (rows × columns), SPEC §1. */
+const PIXAB_BOXES: readonly (readonly [number, number])[] = [[1, 1], [1, 2], [2, 1], [2, 2]];
+
+/** Every box at every top-left position of an h × w map, clipped to it: [y0, y1, x0, x1] each. */
+export function pixabBoxes(h: number, w: number): [number, number, number, number][] {
+  const out: [number, number, number, number][] = [];
+  for (const [bh, bw] of PIXAB_BOXES) for (let i = 0; i < h; i++) for (let j = 0; j < w; j++) out.push([i, Math.min(h, i + bh), j, Math.min(w, j + bw)]);
+  return out;
+}
+
+/** 1 inside [y0, y1) × [x0, x1) of each row, 0 outside: [nb, h, w] from per-row bounds ([nb] each). */
+function rectangles(t: Tape, y0: Sym, y1: Sym, x0: Sym, x1: Sym, h: number, w: number): Sym {
+  const nb = y0.shape[0];
+  const centers = (n: number, shape: number[]) => t.constant(hostTensor('float32', shape, Float32Array.from({ length: n }, (_, i) => i + 0.5)));
+  // A pixel center c lies in [start, end) ⇔ relu(c − start) > 0 and relu(end − c) > 0.
+  const inside = (c: Sym, start: Sym, end: Sym) => {
+    const one = t.broadcast(t.scalar(1), c.shape);
+    const zero = t.broadcast(t.scalar(0), c.shape);
+    return t.where(t.activation(t.sub(c, start), { kind: 'relu' }), t.where(t.activation(t.sub(end, c), { kind: 'relu' }), one, zero), zero);
+  };
+  const col = (v: Sym, shape: number[]) => t.broadcast(t.reshape(v, [nb, 1, 1]), shape);
+  const iy = inside(t.broadcast(centers(h, [1, h, 1]), [nb, h, 1]), col(y0, [nb, h, 1]), col(y1, [nb, h, 1]));
+  const ix = inside(t.broadcast(centers(w, [1, 1, w]), [nb, 1, w]), col(x0, [nb, 1, w]), col(x1, [nb, 1, w]));
+  return t.mul(iy, ix);
+}
+
+/**
+ * Pixab-CAM (seed 002 §4, eq. 7–8; SPEC §1; no public code): at the layer, every ablation box
+ * b (1×1, 1×2, 2×1, 2×2 at every position, clipped) is zeroed in all channels (deletion score
+ * Y_b) and, separately, everything but it is zeroed (preservation score Ỹ_b); Ỹ zeroes the
+ * whole layer. p_b = ((Y − Y_b)/Y)·((Ỹ_b − Ỹ)/Ỹ), a position's p is the mean of p_b over the
+ * boxes that cover it, and L = u(relu(p)): the activations weigh nothing. Rows (image, box,
+ * perspective) re-run the network's suffix from the layer, batched and split; the weighting
+ * averages by a matmul with the [boxes, h·w] cover matrix.
+ */
+export async function runPixabSweep(model: Model, layer: string, inputs: Omit<SweepInputs, 'x'>, o: { scoreOf: 'logit' | 'softmax'; maxChunk?: number; image: readonly number[] }): Promise<Omit<SweepResult, 'weights'>> {
+  const [M, K, h, w] = inputs.a.shape;
+  const classes = inputs.seed.shape[1];
+  const boxes = pixabBoxes(h, w);
+  const B = boxes.length;
+  // Per image: row 0 zeroes the whole layer (Ỹ), rows 1…B delete box b, rows B+1…2B keep only box b.
+  const per = 1 + 2 * B;
+  const rows = M * per;
+  // Fields per row: image, y0, y1, x0, x1, and 1 to keep only the box (0 to delete it).
+  const fields = Array.from({ length: 6 }, () => new Float32Array(rows));
+  for (let r = 0; r < rows; r++) {
+    const q = r % per;
+    const [y0, y1, x0, x1] = q === 0 ? [0, 0, 0, 0] : boxes[(q - 1) % B];
+    [Math.floor(r / per), y0, y1, x0, x1, q === 0 || q > B ? 1 : 0].forEach((v, k) => (fields[k][r] = v));
+  }
+  const ctx = model.ctx;
+  const owned = fields.map((f, k) => Tensor.fromData(ctx, f, [rows], `pixab-${k}`));
+  try {
+    const run = await model.runProgram({
+      key: `pixab|${layer}|${o.image}|${M}|${K}|${h}|${w}|${o.scoreOf}`,
+      batch: rows,
+      maxChunk: o.maxChunk ?? 64,
+      build: (nb) => {
+        const t = new Tape();
+        const aAll = t.input('a', [M, K, h, w]);
+        const seedAll = t.input('seed', [M, classes]);
+        const img = t.input('row_image', [nb]);
+        const box = rectangles(t, t.input('row_y0', [nb]), t.input('row_y1', [nb]), t.input('row_x0', [nb]), t.input('row_x1', [nb]), h, w);
+        // keep = box for preservation rows, 1 − box for deletion rows: 1 − box + k·(2·box − 1).
+        const kb = t.reshape(t.input('row_keep', [nb]), [nb, 1, 1]);
+        const one = t.broadcast(t.scalar(1), box.shape);
+        const keep = t.add(t.sub(one, box), t.mul(kb, t.sub(t.mul(box, t.scalar(2)), one)));
+        const ablated = t.mul(t.gatherRows(aAll, img), t.reshape(keep, [nb, 1, h, w]));
+        const logits = model.suffix(nb, layer, t, ablated, 'pixab/', o.image);
+        const scored = o.scoreOf === 'softmax' ? t.softmax(logits, -1) : logits;
+        const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
+        return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
+      },
+      feeds: {
+        a: { tensor: inputs.a, batchAxis: null },
+        seed: { tensor: inputs.seed, batchAxis: null },
+        row_image: { tensor: owned[0], batchAxis: 0 },
+        row_y0: { tensor: owned[1], batchAxis: 0 },
+        row_y1: { tensor: owned[2], batchAxis: 0 },
+        row_x0: { tensor: owned[3], batchAxis: 0 },
+        row_x1: { tensor: owned[4], batchAxis: 0 },
+        row_keep: { tensor: owned[5], batchAxis: 0 },
+      },
+      results: { score: { batchAxis: 0 } },
+      label: 'pixabcam',
+    });
+    const flat = run.results.get('score')!;
+    try {
+      const size: [number, number] = [o.image[1], o.image[2]];
+      const cover = new Float32Array(B * h * w);
+      boxes.forEach(([y0, y1, x0, x1], b) => {
+        for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++) cover[b * h * w + y * w + x] = 1;
+      });
+      const combine = await model.runProgram({
+        key: `pixab-weights|${M}|${h}|${w}|${size}`,
+        batch: M,
+        split: false,
+        build: (nb) => {
+          const t = new Tape();
+          const s = t.input('scores', [nb, per]);
+          const part = (start: number, width: number) => t.record({ kind: 'slice', inputs: [s.name], axis: 1, start }, [nb, width], { name: 'pixab_scores', opType: 'Slice' });
+          const y = t.reshape(t.input('clean', [nb]), [nb, 1]);
+          const yZero = part(0, 1);
+          const deletion = t.div(t.sub(y, part(1, B)), y);
+          const preservation = t.div(t.sub(part(1 + B, B), yZero), yZero);
+          const p = t.mul(deletion, preservation);
+          const coverSym = t.constant(hostTensor('float32', [B, h * w], cover));
+          const count = t.reduce('sum', coverSym, [0]);
+          const raw = t.reshape(t.div(t.matmul(p, coverSym), count), [nb, h, w]);
+          const map = finalMap(t, [layerMap(t, raw, size)]);
+          return { graph: t.graph, names: new Map([['map', map.name], ['raw', raw.name], ['scores', s.name]]) };
+        },
+        feeds: { scores: { tensor: flat.reshaped([M, per]), batchAxis: 0 }, clean: { tensor: inputs.score, batchAxis: 0 } },
+        results: { map: { batchAxis: 0 }, raw: { batchAxis: 0 }, scores: { batchAxis: 0 } },
+        label: 'pixabcam-weights',
+      });
+      return { map: combine.results.get('map')!, raw: combine.results.get('raw')!, scores: combine.results.get('scores')! };
+    } finally {
+      flat.dispose();
+    }
+  } finally {
+    for (const t of owned) t.dispose();
+  }
+}
