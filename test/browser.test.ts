@@ -158,6 +158,34 @@ describe('browser page (headless Chromium, WebGPU)', () => {
     });
   });
 
+  it('seeded and many-pass sweeps in the page equal Node’s maps: RISE (64 seeded masks), SS-CAM, Poly-CAM±', async () => {
+    dumpOnFailure();
+    const inputUrl = '/fixtures/cam/inputs/fashion-coat-shirt-sneaker-56x56.npy';
+    const methods = ['rise', 'sscam', 'polycam'];
+    const options = { masks: 64, seed: 7 };
+    const web = await withTimeout(
+      page.evaluate(([a, b, m, o]) => window.camgpu.explainModel(a, b, m, [4, 6, 9], o), ['/models/fashion-resnet.onnx', inputUrl, methods, options] as const),
+      240_000,
+      'explainModel (sweeps)',
+    );
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(ROOT, 'models', 'fashion-resnet.onnx'))));
+    const input = npy(join(FIXTURES, 'cam', 'inputs', 'fashion-coat-shirt-sneaker-56x56.npy'));
+    const x = Tensor.fromData(ctx, input.data, input.shape);
+    const { explain } = await import('../src/cam/explain.js');
+    const r = await explain(model, x, { methods, targets: [4, 6, 9], ...options });
+    const node = await Promise.all(r.methods.map((m) => m.map.read()));
+    r.dispose();
+    x.dispose();
+    await model.dispose();
+    methods.forEach((method, i) => {
+      let err = 0;
+      web.maps[method].forEach((v, j) => (err = Math.max(err, Math.abs(v - node[i][j]))));
+      console.log(`${method}: page vs node max abs difference ${err.toExponential(2)}`);
+      expect(err, method).toBeLessThanOrEqual(1e-5);
+    });
+  });
+
   it("the page's own UI prints the adapter and PyTorch's top-5 classes", async () => {
     dumpOnFailure();
     const m = torchManifest(TORCH, NAMES[0]);

@@ -342,7 +342,16 @@ const CASES: { [K in OpKind]: Case[] } = {
       record: (t, [rows]) => t.random(rows, [rows.shape[0], 4, 5], attrs),
       ref: ([rows]) => randomRef(rows, 20, attrs),
     };
-  }),
+  }).concat((['uniform', 'normal'] as const).map((dist): Case => {
+    const attrs = { dist, seed: 99, stream: 0, a: 0, b: 1 };
+    // Row r: stream 2r + 1, block r + 3 (its counters start at (r + 3)·20).
+    return {
+      name: `${dist}, a stream and a counter block per row`,
+      feeds: [{ shape: (n) => [n], batched: true, values: 'index' }],
+      record: (t, [rows]) => t.random(rows, [rows.shape[0], 4, 5], attrs, { streams: t.add(t.mul(rows, t.scalar(2)), t.scalar(1)), blocks: t.add(rows, t.scalar(3)) }),
+      ref: ([rows]) => randomRef(rows, 20, attrs, { streams: Array.from(rows, (r) => 2 * r + 1), blocks: Array.from(rows, (r) => r + 3) }),
+    };
+  })),
   gather_rows: [{
     name: 'rows of a whole table at per-image indices (one out of range: zeros)',
     feeds: [whole([5, 2, 3]), { shape: (n) => [n], batched: true, values: 'index' }],

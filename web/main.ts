@@ -4,7 +4,7 @@
  * `window.camgpu` so that test/browser.test.ts can drive the same code path.
  * Imports only the platform-neutral entry point (never src/node.ts or `webgpu`).
  */
-import { type AdapterDescription, CamgpuError, explain, GpuContext, InputError, Model, parseNpy, readTensors, Tensor } from '../src/index.js';
+import { type AdapterDescription, CamgpuError, explain, type ExplainOptions, GpuContext, InputError, Model, parseNpy, readTensors, Tensor } from '../src/index.js';
 
 export interface PageRunResult {
   /** Name of the graph output returned (the model's first output). */
@@ -24,9 +24,12 @@ export interface PageExplainResult {
   shape: number[];
 }
 
+/** The explain options a page call may set (plain values: they cross from the test into the page). */
+export type PageExplainOptions = Pick<ExplainOptions, 'masks' | 'seed' | 'polyLayers' | 'sweepStyle'>;
+
 export interface CamgpuPageApi {
   runModel(modelUrl: string, inputNpyUrl: string): Promise<PageRunResult>;
-  explainModel(modelUrl: string, inputNpyUrl: string, methods: string[], targets?: number[]): Promise<PageExplainResult>;
+  explainModel(modelUrl: string, inputNpyUrl: string, methods: string[], targets?: number[], options?: PageExplainOptions): Promise<PageExplainResult>;
   adapter(): Promise<AdapterDescription>;
 }
 
@@ -106,14 +109,14 @@ function describeError(e: unknown): string {
 }
 
 /** explain() in the page, as the CLI and the library run it in Node. */
-async function explainModel(modelUrl: string, inputNpyUrl: string, methods: string[], targets?: number[]): Promise<PageExplainResult> {
+async function explainModel(modelUrl: string, inputNpyUrl: string, methods: string[], targets?: number[], options: PageExplainOptions = {}): Promise<PageExplainResult> {
   const ctx = await gpu();
   const [modelBytes, inputBytes] = await Promise.all([fetchBytes(modelUrl), fetchBytes(inputNpyUrl)]);
   const model = Model.fromBytes(ctx, modelBytes, { name: modelUrl });
   const input = parseNpy(inputBytes, inputNpyUrl);
   const x = Tensor.fromData(ctx, input.data, input.shape);
   try {
-    const r = await explain(model, x, { methods, targets });
+    const r = await explain(model, x, { ...options, methods, targets });
     try {
       const maps = await readTensors(ctx, r.methods.map((m) => m.map));
       return {

@@ -55,6 +55,8 @@ export interface ExplainOptions {
   alignCorners?: boolean;
   /** Score sweeps subtract y_c(x) from every score before the softmax (torch-cam). */
   scoreBaseline?: boolean;
+  /** Score-CAM, IS-CAM and SS-CAM as SPEC §1 says ('spec', default) or as torch-cam's code does ('torchcam', for parity). */
+  sweepStyle?: 'spec' | 'torchcam';
   /** RISE's number of masks (default 4000; SPEC's options 6000, 8000). */
   masks?: number;
   /** Occlusion's patch side, stride and fill (defaults 64, 8, 0). */
@@ -525,7 +527,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
             ? { ...(await runPixabSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })), weights: null }
             : m.sweep === 'ablationcam'
             ? await runAblationSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })
-            : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize }));
+            : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, style: options.sweepStyle ?? 'spec' }));
           sweepMs.set(m.name, performance.now() - t0);
         }
       } catch (e) {

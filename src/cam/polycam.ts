@@ -85,7 +85,7 @@ function polySweep(o: PolyOptions): ScoreSweep {
     name: `polycam-${o.variant}-${o.normalize}`,
     copies: o.variant === 'plusminus' ? 2 : 1,
     reduce: 'mean',
-    mask: (t, a, j, _key, size) => {
+    mask: (t, a, row, size) => {
       const [n] = a.shape;
       // In percentile mode the rows of A arrive normalized already (once per channel, not per copy).
       const m = o.normalize === 'percentile'
@@ -95,7 +95,7 @@ function polySweep(o: PolyOptions): ScoreSweep {
       if (o.variant === 'plus') return m;
       if (o.variant === 'minus') return t.sub(one, m);
       // m + j·(1 − 2m): m for copy 0, 1 − m for copy 1.
-      return t.add(m, t.mul(t.reshape(j, [n, 1, 1, 1]), t.sub(one, t.mul(m, t.scalar(2)))));
+      return t.add(m, t.mul(t.reshape(row.copy, [n, 1, 1, 1]), t.sub(one, t.mul(m, t.scalar(2)))));
     },
   };
 }

@@ -19,10 +19,22 @@ export interface ScoreSweep {
   name: string;
   /** Copies per channel (SS-CAM's noise samples, IS-CAM's integration steps; 1 for Score-CAM). */
   copies: number;
-  /** The mask of copy j ([nb, 1, H, W] in input space) from the gathered activations a [nb, h, w]. */
-  mask(t: Tape, a: Sym, j: Sym, rowKey: Sym, size: readonly [number, number], o: SweepOptions): Sym;
+  /** The mask of each row's copy ([nb, 1, H, W] in input space) from its gathered activations a [nb, h, w]. */
+  mask(t: Tape, a: Sym, row: SweepRow, size: readonly [number, number], o: SweepOptions): Sym;
   /** Sum or mean of the copies' scores per channel. */
   reduce: 'mean' | 'sum';
+}
+
+/** What identifies each row of a sweep ([nb] each, whole numbers as f32). */
+export interface SweepRow {
+  /** j: which copy of its channel. */
+  copy: Sym;
+  /** A key unique to (image, channel, copy) across calls: image·K·S + k·S + j. */
+  key: Sym;
+  /** The image's index (with the call's image offset). */
+  image: Sym;
+  /** k: the channel within its image. */
+  channel: Sym;
 }
 
 export interface SweepOptions {
@@ -31,7 +43,23 @@ export interface SweepOptions {
   /** Subtract y_c(x) from every score before the softmax (torch-cam). */
   baseline: boolean;
   seed: number;
+  /**
+   * 'spec' (default): SPEC §1's rows. 'torchcam': torch-cam's code, for parity — masks up(u(A_k)),
+   * IS-CAM's coefficients i(i+1)/(2n) with its step scores averaged, SS-CAM's noise added to the
+   * upsampled mask (one N(0, σ²) value per input pixel, torch-cam's draw layout), the baseline
+   * subtracted.
+   */
+  style?: 'spec' | 'torchcam';
 }
+
+/** torch-cam's masks up(u(A_k)): normalized at the layer's resolution (eps 1e-8), then upsampled, as [n, 1, H, W]. */
+const maskTorchcam = (t: Tape, a: Sym, size: readonly [number, number]) => {
+  const [n] = a.shape;
+  return t.reshape(upsample(t, normalize01(t, a, 1e-8), size), [n, 1, size[0], size[1]]);
+};
+
+/** The SS-CAM noise seed (xor the call's seed); tools/gen_cam_fixtures_sweeps.py feeds torch-cam the same. */
+const SS_NOISE_SEED = 0x55ca;
 
 /** SPEC's M_k = u(up(A_k)) (as PGC: upsample, then normalize with eps 1e-8), as [n, 1, H, W]. */
 export const mask01 = (t: Tape, a: Sym, size: readonly [number, number], alignCorners: boolean) => {
@@ -43,24 +71,33 @@ export const SWEEPS: Record<string, ScoreSweep> = {
   scorecam: {
     name: 'scorecam',
     copies: 1,
-    mask: (t, a, _j, _k, size, o) => mask01(t, a, size, o.alignCorners),
+    mask: (t, a, _row, size, o) => (o.style === 'torchcam' ? maskTorchcam(t, a, size) : mask01(t, a, size, o.alignCorners)),
     reduce: 'mean',
   },
-  // IS-CAM: s_k = Σ_{i=1..n} y_c(x ⊙ (i/n)·M_k), n = 10.
+  // IS-CAM: s_k = Σ_{i=1..n} y_c(x ⊙ (i/n)·M_k), n = 10 (torch-cam: the mean over i of y_c(x ⊙ (i(i+1)/2n)·M_k)).
   iscam: {
     name: 'iscam',
     copies: 10,
-    mask: (t, a, j, _k, size, o) => {
-      const m = mask01(t, a, size, o.alignCorners);
-      return t.mul(m, t.reshape(t.mul(t.add(j, t.scalar(1)), t.scalar(1 / 10)), [a.shape[0], 1, 1, 1]));
+    mask: (t, a, row, size, o) => {
+      const n = 10;
+      const i = t.add(row.copy, t.scalar(1));
+      const coefficient = o.style === 'torchcam' ? t.mul(t.mul(i, t.add(i, t.scalar(1))), t.scalar(1 / (2 * n))) : t.mul(i, t.scalar(1 / n));
+      const m = o.style === 'torchcam' ? maskTorchcam(t, a, size) : mask01(t, a, size, o.alignCorners);
+      return t.mul(m, t.reshape(coefficient, [a.shape[0], 1, 1, 1]));
     },
     reduce: 'sum',
   },
-  // SS-CAM: the mean over n = 35 copies of A_k + N(0, 2²) before the mask is made.
+  // SS-CAM: the mean over n = 35 copies of A_k + N(0, 2²) before the mask is made
+  // (torch-cam: up(u(A_k)) + N(0, 2²) per input pixel).
   sscam: {
     name: 'sscam',
     copies: 35,
-    mask: (t, a, _j, key, size, o) => mask01(t, t.add(a, gaussian(t, key, a.shape, o.seed ^ 0x55ca, 0, 0, 2)), size, o.alignCorners),
+    mask: (t, a, row, size, o) => {
+      if (o.style !== 'torchcam') return mask01(t, t.add(a, gaussian(t, row.key, a.shape, o.seed ^ SS_NOISE_SEED, 0, 0, 2)), size, o.alignCorners);
+      const [nb] = a.shape;
+      const noise = t.random(row.image, [nb, size[0] * size[1]], { dist: 'normal', seed: (o.seed ^ SS_NOISE_SEED) >>> 0, stream: 0, a: 0, b: 2 }, { streams: row.copy, blocks: row.channel });
+      return t.add(maskTorchcam(t, a, size), t.reshape(noise, [nb, 1, size[0], size[1]]));
+    },
     reduce: 'mean',
   },
 };
@@ -105,6 +142,8 @@ export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<
   const rowChannel = new Float32Array(rows);
   const rowCopy = new Float32Array(rows);
   const rowKey = new Float32Array(rows);
+  const rowImageIndex = new Float32Array(rows);
+  const rowK = new Float32Array(rows);
   const imageIdx = inputs.image;
   for (let r = 0; r < rows; r++) {
     const j = r % S;
@@ -113,17 +152,21 @@ export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<
     rowChannel[r] = mk;
     rowCopy[r] = j;
     rowKey[r] = imageIdx[rowImage[r]] * K * S + (mk % K) * S + j;
+    rowImageIndex[r] = imageIdx[rowImage[r]];
+    rowK[r] = mk % K;
   }
   const feedsOwned = [
     Tensor.fromData(ctx, rowImage, [rows], 'sweep-image'),
     Tensor.fromData(ctx, rowChannel, [rows], 'sweep-channel'),
     Tensor.fromData(ctx, rowCopy, [rows], 'sweep-copy'),
     Tensor.fromData(ctx, rowKey, [rows], 'sweep-key'),
+    Tensor.fromData(ctx, rowImageIndex, [rows], 'sweep-image-index'),
+    Tensor.fromData(ctx, rowK, [rows], 'sweep-k'),
   ];
   const aFlat = inputs.a.reshaped([M * K, h, w]);
   try {
     const sweepRun = await model.runProgram({
-      key: `sweep|${sweep.name}|${o.key ?? ''}|${image}|${M}|${K}|${h}|${w}|${o.alignCorners}|${o.scoreOf}|${o.seed}`,
+      key: `sweep|${sweep.name}|${o.key ?? ''}|${image}|${M}|${K}|${h}|${w}|${o.alignCorners}|${o.scoreOf}|${o.seed}|${o.style ?? 'spec'}`,
       batch: rows,
       maxChunk: o.maxChunk,
       build: (nb) => {
@@ -133,9 +176,8 @@ export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<
         const seedAll = t.input('seed', [M, classes]);
         const img = t.input('row_image', [nb]);
         const ch = t.input('row_channel', [nb]);
-        const j = t.input('row_copy', [nb]);
-        const key = t.input('row_key', [nb]);
-        const mask = sweep.mask(t, t.gatherRows(aAll, ch), j, key, size, o);
+        const row: SweepRow = { copy: t.input('row_copy', [nb]), key: t.input('row_key', [nb]), image: t.input('row_image_index', [nb]), channel: t.input('row_k', [nb]) };
+        const mask = sweep.mask(t, t.gatherRows(aAll, ch), row, size, o);
         const masked = t.mul(t.gatherRows(xAll, img), mask);
         const mt = model.tape(nb, { image, onto: { tape: t, input: masked, prefix: 'sweep/' } });
         const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
@@ -150,6 +192,8 @@ export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<
         row_channel: { tensor: feedsOwned[1], batchAxis: 0 },
         row_copy: { tensor: feedsOwned[2], batchAxis: 0 },
         row_key: { tensor: feedsOwned[3], batchAxis: 0 },
+        row_image_index: { tensor: feedsOwned[4], batchAxis: 0 },
+        row_k: { tensor: feedsOwned[5], batchAxis: 0 },
       },
       results: { score: { batchAxis: 0 } },
       label: sweep.name,
@@ -171,7 +215,7 @@ export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: Swe
   try {
     // The weighting: per image, scores [K, S] → s_k → softmax over k → Σ w_k A_k → the map.
     const combine = await model.runProgram({
-      key: `sweep-weights|${sweep.name}|${M}|${K}|${h}|${w}|${size}|${o.baseline}`,
+      key: `sweep-weights|${sweep.name}|${M}|${K}|${h}|${w}|${size}|${o.baseline}|${o.style ?? 'spec'}`,
       batch: M,
       split: false,
       build: (nb) => {
@@ -179,8 +223,9 @@ export async function runScoreSweep(model: Model, sweep: ScoreSweep, inputs: Swe
         const s = t.input('scores', [nb, K * S]);
         const a = t.input('a', [nb, K, h, w]);
         const clean = t.input('clean', [nb]);
-        let sk = t.reshape(t.reduce(sweep.reduce, t.reshape(s, [nb, K, S]), [2]), [nb, K]);
-        if (o.baseline) sk = t.sub(sk, t.reshape(clean, [nb, 1]));
+        const tc = o.style === 'torchcam';
+        let sk = t.reshape(t.reduce(tc ? 'mean' : sweep.reduce, t.reshape(s, [nb, K, S]), [2]), [nb, K]);
+        if (o.baseline || tc) sk = t.sub(sk, t.reshape(clean, [nb, 1]));
         const weights = t.softmax(sk, -1);
         const raw = weightedSum(t, a, weights);
         const map = finalMap(t, [layerMap(t, raw, size)]);

@@ -44,8 +44,12 @@ export type GraphOp =
   | { kind: 'resize'; node: OpOrigin; inputs: [string]; output: string; options: BilinearOptions }
   /** y = cond ≠ 0 ? a : b, all of one shape (CAM masks, thresholds). */
   | { kind: 'where'; node: OpOrigin; inputs: [string, string, string]; output: string }
-  /** Counter-based random values [N, …], row r keyed by the image index in input [N] (src/ops/random.ts). */
-  | { kind: 'random'; node: OpOrigin; inputs: [string]; output: string; attrs: RandomAttrs }
+  /**
+   * Counter-based random values [N, …], row r keyed by the image index in input [N]; with inputs
+   * 1 and 2 ([N] each), row r also takes its own stream and starts its counter at block·per_row
+   * (src/ops/random.ts).
+   */
+  | { kind: 'random'; node: OpOrigin; inputs: [string] | [string, string, string]; output: string; attrs: RandomAttrs }
   /** Rows of x [R0, …] at the row numbers in input 1 ([N], f32): [N, …] (masks and images of a sweep). */
   | { kind: 'gather_rows'; node: OpOrigin; inputs: [string, string]; output: string }
   /** RISE's random masks [N, h, w] for the mask ids in input [N] (src/ops/rise.ts). */

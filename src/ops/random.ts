@@ -20,8 +20,13 @@ export function randomShapeCheck(where: string, rows: readonly number[], y: read
   }
 }
 
-/** y [N, …] of counter-based random values, row r keyed by the image index rows[r]. */
-export function lowerRandom(env: LowerEnv, rows: BoundTensor, y: BoundTensor, a: RandomAttrs): Lowered {
+/**
+ * y [N, …] of counter-based random values, row r keyed by the image index rows[r]. With
+ * `perRow`, row r takes stream streams[r] instead of the attribute's and its counters start at
+ * blocks[r]·per_row: row r holds elements [blocks[r]·per_row, (blocks[r] + 1)·per_row) of a
+ * longer row of values (torch-cam's SS-CAM noise of one channel among an image's K).
+ */
+export function lowerRandom(env: LowerEnv, rows: BoundTensor, y: BoundTensor, a: RandomAttrs, perRow: { streams: BoundTensor; blocks: BoundTensor } | null = null): Lowered {
   const n = sizeOf(y.shape);
   if (n === 0) return [];
   const u32 = (v: number, what: string) => {
@@ -29,9 +34,9 @@ export function lowerRandom(env: LowerEnv, rows: BoundTensor, y: BoundTensor, a:
     return v;
   };
   return [{
-    kernel: randomKernel(a.dist),
+    kernel: randomKernel(a.dist, perRow !== null),
     params: RANDOM_PARAMS.pack({ n, per_row: n / y.shape[0], seed: u32(a.seed, 'seed'), stream: u32(a.stream, 'stream'), a: a.a, b: a.b }),
-    buffers: [rows.binding, y.binding],
+    buffers: perRow ? [rows.binding, perRow.streams.binding, perRow.blocks.binding, y.binding] : [rows.binding, y.binding],
     workgroups: grid1d(cdiv(n, RANDOM_WG)),
     label: env.label,
     flops: 0,
@@ -39,7 +44,7 @@ export function lowerRandom(env: LowerEnv, rows: BoundTensor, y: BoundTensor, a:
 }
 
 /** The same values in float64 (the hash is integer-exact; only Box–Muller's log/cos round differently). */
-export function randomRef(rows: ArrayLike<number>, perRow: number, a: RandomAttrs): Float64Array {
+export function randomRef(rows: ArrayLike<number>, perRow: number, a: RandomAttrs, each?: { streams: ArrayLike<number>; blocks: ArrayLike<number> }): Float64Array {
   const hash = (v: number) => {
     const s = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
     const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
@@ -48,9 +53,11 @@ export function randomRef(rows: ArrayLike<number>, perRow: number, a: RandomAttr
   const unit = (h: number) => ((h >>> 8) + 0.5) / 16777216;
   const out = new Float64Array(rows.length * perRow);
   for (let r = 0; r < rows.length; r++) {
-    const key = hash((hash((a.seed ^ hash(a.stream)) >>> 0) ^ rows[r]) >>> 0);
-    for (let e = 0; e < perRow; e++) {
-      out[r * perRow + e] = a.dist === 'uniform'
+    const key = hash((hash((a.seed ^ hash(each ? each.streams[r] : a.stream)) >>> 0) ^ rows[r]) >>> 0);
+    const start = each ? each.blocks[r] * perRow : 0;
+    for (let c = 0; c < perRow; c++) {
+      const e = (start + c) >>> 0;
+      out[r * perRow + c] = a.dist === 'uniform'
         ? a.a + (a.b - a.a) * unit(hash((key ^ e) >>> 0))
         : a.a + a.b * Math.sqrt(-2 * Math.log(unit(hash((key ^ (2 * e)) >>> 0)))) * Math.cos(2 * Math.PI * unit(hash((key ^ (2 * e + 1)) >>> 0)));
     }

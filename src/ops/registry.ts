@@ -312,12 +312,14 @@ export const OPS: OpRegistry = {
     modelFlops: noFlops,
   },
   random: {
-    shape: (_op, [rows], declared, where) => {
+    shape: (_op, [rows, streams, blocks], declared, where) => {
       const y = needDeclared(declared, where, 'random');
       randomShapeCheck(where, rows, y);
+      if (streams) randomShapeCheck(where, streams, y);
+      if (blocks) randomShapeCheck(where, blocks, y);
       return y;
     },
-    lower: (c) => lowerRandom(c.env, c.input(0), c.output(), c.op.attrs),
+    lower: (c) => lowerRandom(c.env, c.input(0), c.output(), c.op.attrs, c.op.inputs.length === 3 ? { streams: c.input(1), blocks: c.input(2) } : null),
     vjp: 'zero',
     modelFlops: noFlops,
   },

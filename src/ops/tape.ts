@@ -183,8 +183,9 @@ export class Tape implements TapeOps {
   }
 
   /** Seeded counter-based random values of `shape` ([N, …]); `rows` [N] holds each row's image index. */
-  random(rows: Sym, shape: readonly number[], attrs: RandomAttrs): Sym {
-    return this.record({ kind: 'random', inputs: [rows.name], attrs }, shape, { name: `random_${attrs.dist}`, opType: 'Random' });
+  random(rows: Sym, shape: readonly number[], attrs: RandomAttrs, perRow?: { streams: Sym; blocks: Sym }): Sym {
+    const inputs: [string] | [string, string, string] = perRow ? [rows.name, perRow.streams.name, perRow.blocks.name] : [rows.name];
+    return this.record({ kind: 'random', inputs, attrs }, shape, { name: `random_${attrs.dist}`, opType: 'Random' });
   }
 
   /**

@@ -28,22 +28,24 @@ export const PCG_HASH_WGSL = `fn pcg_hash(v: u32) -> u32 {
  * image and not on how a batch is split into passes. 'uniform': a + (b − a)·u with u in (0, 1);
  * 'normal': a + b·z with z from Box–Muller on two such u.
  */
-export function randomKernel(dist: 'uniform' | 'normal'): KernelDef {
+export function randomKernel(dist: 'uniform' | 'normal', perRow = false): KernelDef {
   const value = dist === 'uniform'
     ? 'params.a + (params.b - params.a) * unit(pcg_hash(key ^ e))'
     : `params.a + params.b * sqrt(-2.0 * log(unit(pcg_hash(key ^ (2u * e))))) * cos(6.283185307179586 * unit(pcg_hash(key ^ (2u * e + 1u))))`;
   return {
-    key: `random/${dist}`,
+    key: `random/${dist}${perRow ? '/per-row' : ''}`,
     params: RANDOM_PARAMS,
     storage: [
       { name: 'ROWS', access: 'read', element: 'f32' },
+      ...(perRow ? [{ name: 'STREAMS', access: 'read' as const, element: 'f32' }, { name: 'BLOCKS', access: 'read' as const, element: 'f32' }] : []),
       { name: 'Y', access: 'read_write', element: 'f32' },
     ],
     body: `${PCG_HASH_WGSL}
 fn unit(h: u32) -> f32 { return (f32(h >> 8u) + 0.5) * (1.0 / 16777216.0); }
 ${elementwiseMain(RANDOM_WG, 'params.n', `  let row = i / params.per_row;
-  let e = i % params.per_row;
-  let key = pcg_hash(pcg_hash(params.seed ^ pcg_hash(params.stream)) ^ u32(ROWS[row]));
+${perRow ? `  let e = u32(BLOCKS[row]) * params.per_row + i % params.per_row;
+  let key = pcg_hash(pcg_hash(params.seed ^ pcg_hash(u32(STREAMS[row]))) ^ u32(ROWS[row]));` : `  let e = i % params.per_row;
+  let key = pcg_hash(pcg_hash(params.seed ^ pcg_hash(params.stream)) ^ u32(ROWS[row]));`}
   Y[i] = ${value};`)}`,
   };
 }
