@@ -182,7 +182,10 @@ describe('browser page (headless Chromium, WebGPU)', () => {
       let err = 0;
       web.maps[method].forEach((v, j) => (err = Math.max(err, Math.abs(v - node[i][j]))));
       console.log(`${method}: page vs node max abs difference ${err.toExponential(2)}`);
-      expect(err, method).toBeLessThanOrEqual(1e-5);
+      // Masks and counters are integer-exact on both; what differs is float math, and for
+      // SS-CAM Box–Muller's log and cos, whose accuracy WGSL leaves to the implementation
+      // (measured: RISE 1.6e-6, SS-CAM 1.0e-5 between SwiftShader and lavapipe).
+      expect(err, method).toBeLessThanOrEqual(method === 'sscam' ? 5e-5 : 1e-5);
     });
   });
 

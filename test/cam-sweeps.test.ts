@@ -245,4 +245,23 @@ describe('score sweeps', () => {
     x.dispose();
     await model.dispose();
   });
+
+  it('the same seed gives bit-identical RISE and SS-CAM maps twice; another seed does not', async () => {
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
+    const x = Tensor.fromData(ctx, INPUT.data.subarray(0, 2 * 56 * 56), [2, 1, 56, 56]);
+    const maps = async (seed: number) => {
+      const r = await explain(model, x, { methods: ['rise', 'sscam'], targets: TARGETS, masks: 48, seed });
+      const out = await readTensors(ctx, r.methods.map((m) => m.map));
+      r.dispose();
+      return out;
+    };
+    const [a, b, c] = [await maps(3), await maps(3), await maps(4)];
+    a.forEach((m, i) => {
+      expect(Buffer.from(m.buffer).equals(Buffer.from(b[i].buffer)), `method ${i}: same seed`).toBe(true);
+      expect(Buffer.from(m.buffer).equals(Buffer.from(c[i].buffer)), `method ${i}: other seed`).toBe(false);
+    });
+    x.dispose();
+    await model.dispose();
+  });
 });
