@@ -12,6 +12,7 @@ import {
   activationCam, type CamRef, eigenCam, eigenGradCam, type Feat, fem, finishPgc, gradCam, gradCamElementWise, gradCamPlusPlus, hiResCam,
   kpcaCam, layerCam, type Shape4, xGradCam,
 } from './reference/cam.js';
+import { maxAbsDiff } from './helpers/compare.js';
 
 /**
  * Every activation/gradient CAM's tape recording (src/cam/methods.ts) on the GPU against the
@@ -44,16 +45,6 @@ function fill(kind: Fill, n: number, rand: () => number): Float32Array {
   if (kind === 'constant') return new Float32Array(n).fill(0.75);
   if (kind === 'positive') return Float32Array.from({ length: n }, () => Math.max(0, rand() * 2 - 0.6));
   return Float32Array.from({ length: n }, () => rand() * 2 - 1);
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
-  }
-  return m;
 }
 
 const scaleOf = (a: ArrayLike<number>) => Math.max(1e-30, ...Array.from(a, (v) => Math.abs(v)));

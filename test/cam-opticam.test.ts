@@ -7,6 +7,7 @@ import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
 import { bilinearRef } from './reference/cpu.js';
+import { maxAbsDiff, relErr } from './helpers/compare.js';
 
 /**
  * Opti-CAM's unrolled GPU optimization against the objective computed the plain way: the
@@ -103,4 +104,30 @@ describe('Opti-CAM', () => {
     x.dispose();
     await model.dispose();
   });
+
+  it.each(['fashion-vgg', 'fashion-resnet', 'resnet18-w8', 'vgg16-w8'])('%s: matches OPTI (hanwei0912/OptiCAM) with its defaults: the map ≤ 1e-3 and the loss curve', async (name) => {
+    const dir = join(REPO, 'test/fixtures/cam', name);
+    const meta = JSON.parse(readFileSync(join(dir, 'opticam.json'), 'utf8')) as { layer: string; targets: number[]; input: string; pixels: { mean: number[]; std: number[] }; iterationsRun: number[] };
+    const ctx = await gpu();
+    const file = name.startsWith('fashion') ? `models/${name}.onnx` : `test/fixtures/torch/${name}.onnx`;
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, file))));
+    const input = npy(join(REPO, meta.input));
+    if (model.graph.inputs[0].dims?.some((d, i) => i > 0 && d !== input.shape[i])) model.graph.inputs[0].dims = null;
+    const x = Tensor.fromData(ctx, input.data, input.shape);
+    const C = input.shape[1];
+    const pixels = { mean: Array.from({ length: C }, (_, c) => meta.pixels.mean[meta.pixels.mean.length === 1 ? 0 : c]), std: Array.from({ length: C }, (_, c) => meta.pixels.std[meta.pixels.std.length === 1 ? 0 : c]) };
+    const r = await explain(model, x, { methods: ['opticam'], layers: [meta.layer], targets: meta.targets, pixels });
+    const [map, curve] = await readTensors(ctx, [r.methods[0].map, r.methods[0].lossCurve!]);
+    r.dispose();
+    x.dispose();
+    await model.dispose();
+    expect(maxAbsDiff(map, npy(join(dir, 'OPTI-map.npy')).data), `${name}: map`).toBeLessThan(1e-3);
+    const want = npy(join(dir, 'OPTI-loss.npy'));
+    const iters = want.shape[1];
+    meta.iterationsRun.forEach((ran, n) => {
+      const ours = curve.subarray(n * iters, n * iters + ran);
+      const theirs = want.data.subarray(n * iters, n * iters + ran);
+      expect(relErr(ours, theirs), `${name} image ${n}: loss curve over its ${ran} iterations`).toBeLessThan(1e-3);
+    });
+  }, 600_000);
 });

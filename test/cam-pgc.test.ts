@@ -7,6 +7,7 @@ import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { FIXTURES, npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
 import { finishPgc, type Feat, layerCamFusion, type Maps, type Shape4 } from './reference/cam.js';
+import { maxAbs, maxAbsDiff } from './helpers/compare.js';
 
 /**
  * camgpu's explain() on the GPU against pytorch-grad-cam's own outputs (test/fixtures/cam,
@@ -53,22 +54,6 @@ const meta = (name: string): Meta => JSON.parse(readFileSync(join(DIR, name, 'me
 function maps(name: string, file: string): Maps {
   const a = npy(join(DIR, name, file));
   return { data: Float64Array.from(a.data), shape: a.shape as [number, number, number] };
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
-  }
-  return m;
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
 }
 
 const worst: Record<string, number> = {};

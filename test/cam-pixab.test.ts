@@ -9,6 +9,7 @@ import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { FIXTURES, npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
 import { finishPgc, type Maps } from './reference/cam.js';
+import { maxAbs, maxAbsDiff } from './helpers/compare.js';
 
 /**
  * Pixab-CAM against a float64 reference of SPEC's row (seed 002 eq. 7–8), written from the
@@ -25,18 +26,6 @@ interface PixabMeta {
   targets: number[];
   input: string;
 }
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
-  }
-  return m;
-}
-
-const maxAbs = (a: ArrayLike<number>) => Array.from(a).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
 
 describe('Pixab-CAM', () => {
   it('boxes: 1×1, 1×2, 2×1 and 2×2 at every position, clipped; every position covered by 4 to 9', () => {

@@ -9,6 +9,7 @@ import { BufferUsage } from '../src/runtime/gpu-constants.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { FIXTURES, npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
+import { maxAbsDiff } from './helpers/compare.js';
 
 /**
  * Poly-CAM (PCAM+, PCAM−, PCAM±) against aenglebert/polycam's own outputs
@@ -38,16 +39,6 @@ function load(ctx: Awaited<ReturnType<typeof gpu>>, name: string, shape: number[
   // The narrowed ResNets declare 64×64; the fixtures run them at 128×128.
   if (model.graph.inputs[0].dims?.some((d, i) => i > 0 && d !== shape[i])) model.graph.inputs[0].dims = null;
   return model;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    m = Number.isNaN(d) ? Infinity : Math.max(m, d);
-  }
-  return m;
 }
 
 // vgg16-w8 masks at 224² from 5 layers (184 channels, 2 passes each per image): there only

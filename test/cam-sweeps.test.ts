@@ -21,7 +21,10 @@ const INPUT = npy(join(REPO, 'test/fixtures/cam/inputs/fashion-coat-shirt-sneake
 const TARGETS = [4, 6];
 const LAYER = 'layer2';
 
-async function plainScores(model: Model, x: Float32Array, xs: number[], a: Float32Array, as: number[], steps: number[], alignCorners: boolean): Promise<Float64Array> {
+/** Masking raw pixels: x = (p − mean)/std, masked p ⊙ M, normalized again. */
+const RAW = { mean: [0.3], std: [0.4] };
+
+async function plainScores(model: Model, x: Float32Array, xs: number[], a: Float32Array, as: number[], steps: number[], alignCorners: boolean, raw = false): Promise<Float64Array> {
   const ctx = model.ctx;
   const [n, K, h, w] = as;
   const [, C, H, W] = xs;
@@ -36,7 +39,12 @@ async function plainScores(model: Model, x: Float32Array, xs: number[], a: Float
       const up = big.map((v) => (v - lo) / (hi - lo + 1e-8));
       steps.forEach((s, j) => {
         const base = (k * steps.length + j) * C * H * W;
-        for (let c = 0; c < C; c++) for (let p = 0; p < H * W; p++) batch[base + c * H * W + p] = x[(i * C + c) * H * W + p] * up[p] * s;
+        for (let c = 0; c < C; c++) {
+          for (let p = 0; p < H * W; p++) {
+            const v = x[(i * C + c) * H * W + p];
+            batch[base + c * H * W + p] = raw ? ((v * RAW.std[0] + RAW.mean[0]) * up[p] * s - RAW.mean[0]) / RAW.std[0] : v * up[p] * s;
+          }
+        }
       });
     }
     const t = Tensor.fromData(ctx, batch, [K * steps.length, C, H, W]);
@@ -65,10 +73,11 @@ function softmaxRows(s: Float64Array, K: number): Float64Array {
 
 describe('score sweeps', () => {
   it.each([
-    ['scorecam', false, [1]],
-    ['scorecam', true, [1]],
-    ['iscam', false, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]],
-  ] as const)('%s (alignCorners %s) equals masking and scoring done the plain way', async (method, alignCorners, steps) => {
+    ['scorecam', false, [1], false],
+    ['scorecam', true, [1], false],
+    ['iscam', false, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1], false],
+    ['scorecam', false, [1], true],
+  ] as const)('%s (alignCorners %s) equals masking and scoring done the plain way (raw pixels: %s)', async (method, alignCorners, steps, rawSpace) => {
     const ctx = await gpu();
     const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
     const per = INPUT.data.length / INPUT.shape[0];
@@ -81,11 +90,11 @@ describe('score sweeps', () => {
     const as = [...tap.shape];
     tap.dispose();
     for (const t of clean.outputs.values()) t.dispose();
-    const r = await explain(model, x, { methods: [method], layers: [LAYER], targets: TARGETS, alignCorners, batchSize: 37 });
+    const r = await explain(model, x, { methods: [method], layers: [LAYER], targets: TARGETS, alignCorners, batchSize: 37, ...(rawSpace ? { maskSpace: 'raw' as const, pixels: RAW } : {}) });
     const [weights, raw] = await readTensors(ctx, [r.methods[0].weights!, r.methods[0].raw]);
     r.dispose();
     const K = as[1];
-    const want = softmaxRows(await plainScores(model, xd, xs, a, as, [...steps], alignCorners), K);
+    const want = softmaxRows(await plainScores(model, xd, xs, a, as, [...steps], alignCorners, rawSpace), K);
     let err = 0;
     weights.forEach((v, i) => (err = Math.max(err, Math.abs(v - want[i]))));
     expect(err / Math.max(...want)).toBeLessThan(1e-4);

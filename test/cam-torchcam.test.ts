@@ -6,6 +6,7 @@ import { Model } from '../src/model.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { FIXTURES, npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
+import { relErr } from './helpers/compare.js';
 
 /**
  * Score-CAM, IS-CAM and SS-CAM on the GPU with `sweepStyle: 'torchcam'` against torch-cam's
@@ -23,18 +24,6 @@ interface Sweeps {
   input: string;
   targets: number[];
   layer: { module: string };
-}
-
-function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  expect(got.length).toBe(want.length);
-  let err = 0;
-  let big = 0;
-  for (let i = 0; i < got.length; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    err = Number.isNaN(d) ? Infinity : Math.max(err, d);
-    big = Math.max(big, Math.abs(want[i]));
-  }
-  return err / big;
 }
 
 // SS-CAM runs 35 copies per channel: on the models where that stays short.

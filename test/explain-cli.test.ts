@@ -226,9 +226,9 @@ describe('explain: flags reach explain()', () => {
     const calls: Call[] = [];
     setExplainModule(standIn(calls));
     const args = ['--image', THREE, '--method', 'gradcam,hirescam', '--masks', '500', '--iters', '7', '--lr', '0.05', '--align-corners', '--score-baseline',
-      '--poly-normalize', 'percentile', '--no-lnorm', '--sweep-style', 'torchcam', '--layer', 'features.1,features.6', '--score', 'softmax'];
+      '--poly-normalize', 'percentile', '--no-lnorm', '--sweep-style', 'torchcam', '--mask-space', 'raw', '--layer', 'features.1,features.6', '--score', 'softmax'];
     expect((await cli([...base, ...args])).code).toBe(0);
-    expect(calls[0].options).toMatchObject({ masks: 500, iterations: 7, lr: 0.05, alignCorners: true, scoreBaseline: true, polyNormalize: 'percentile', lnorm: false, sweepStyle: 'torchcam', layers: ['features.1', 'features.6'], score: 'softmax' });
+    expect(calls[0].options).toMatchObject({ masks: 500, iterations: 7, lr: 0.05, alignCorners: true, scoreBaseline: true, polyNormalize: 'percentile', lnorm: false, sweepStyle: 'torchcam', maskSpace: 'raw', layers: ['features.1', 'features.6'], score: 'softmax' });
     expect(calls[0].options.pixels).toEqual({ mean: [expect.any(Number)], std: [expect.any(Number)] });
     for (const bad of [['--masks', '0'], ['--iters', '0'], ['--lr', '-1'], ['--poly-normalize', 'median']]) {
       const r = await cli([...base, '--image', THREE, '--method', 'gradcam', ...bad]);

@@ -21,6 +21,7 @@ import {
   sweepScores,
   weightedCam,
 } from './reference/sweeps.js';
+import { maxAbs, maxAbsDiff } from './helpers/compare.js';
 
 /**
  * The float64 sweep references (test/reference/sweeps.ts, written from SPEC §1) against
@@ -76,22 +77,6 @@ function maps(name: string, file: string): Maps {
   const a = arr(name, file);
   if (a.shape.length !== 3) throw new Error(`${file}: not 3-D`);
   return { data: Float64Array.from(a.data), shape: a.shape as [number, number, number] };
-}
-
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i] - b[i]);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
 }
 
 const relDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => maxAbsDiff(a, b) / Math.max(maxAbs(b), 1e-30);

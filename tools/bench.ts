@@ -423,3 +423,126 @@ export async function runExplainBench(path: string, o: ExplainBenchOptions): Pro
     batches, goals,
   };
 }
+
+// ---------------------------------------------------------------------------------------
+// Sweeps (issue 9): many-pass methods against as many bare batched forward passes
+
+export interface SweepBenchOptions {
+  methods: string[];
+  layer: string;
+  /** RISE's masks. */
+  masks: number;
+  /** Opti-CAM's iterations. */
+  iterations: number;
+  /** Images per bare forward pass (the sweeps pick their own chunks from the binding limit). */
+  bareBatch: number;
+  /** Bare forward passes timed for the throughput (whole batches). */
+  bareImages: number;
+  json: boolean;
+}
+
+export interface SweepBenchEntry {
+  method: string;
+  /** Forward passes the method runs for one image (suffix passes for Ablation-/Pixab-CAM; forward+backward for Opti-CAM). */
+  passes: number;
+  passKind: 'forward' | 'suffix' | 'forward+backward';
+  wallMs: number;
+  passesPerSec: number;
+  /** Bare forward passes per second ÷ this method's passes per second (≤ 1.1 is the goal for full forward passes). */
+  ratioToBare: number;
+}
+
+export interface SweepBench {
+  model: string;
+  adapter: string;
+  date: string;
+  layer: { requested: string; tensor: string; shape: number[] };
+  bare: { batch: number; images: number; ms: number; passesPerSec: number };
+  entries: SweepBenchEntry[];
+}
+
+/** How many passes a sweep method runs for one image at a layer of K channels and h × w. */
+function sweepPasses(method: string, K: number, h: number, w: number, polyChannels: number, o: SweepBenchOptions, H: number, W: number): { passes: number; kind: SweepBenchEntry['passKind'] } {
+  const positions = (n: number) => Math.max(1, Math.floor((n - Math.min(64, n)) / 8) + 1 + ((n - Math.min(64, n)) % 8 ? 1 : 0));
+  switch (method) {
+    case 'scorecam': return { passes: K, kind: 'forward' };
+    case 'iscam': return { passes: 10 * K, kind: 'forward' };
+    case 'sscam': return { passes: 35 * K, kind: 'forward' };
+    case 'ablationcam': return { passes: K, kind: 'suffix' };
+    case 'pixabcam': return { passes: 1 + 8 * h * w, kind: 'suffix' };
+    case 'rise': return { passes: o.masks, kind: 'forward' };
+    case 'occlusion': return { passes: positions(H) * positions(W), kind: 'forward' };
+    case 'polycam': return { passes: 2 * polyChannels, kind: 'forward' };
+    case 'polycam+': case 'polycam-': return { passes: polyChannels, kind: 'forward' };
+    case 'opticam': return { passes: o.iterations, kind: 'forward+backward' };
+    default: throw new Error(`'${method}' is not a sweep method`);
+  }
+}
+
+export async function runSweepBench(path: string, o: SweepBenchOptions): Promise<SweepBench> {
+  const methods = resolveMethods(o.methods);
+  const notSweep = methods.filter((m) => !m.sweep);
+  if (notSweep.length) throw new Error(`--sweeps times many-pass methods; ${notSweep.map((m) => m.name).join(', ')} run in one pass (use --explain)`);
+  const ctx = await GpuContext.create();
+  const model = loadModel(ctx, path);
+  const log = (s: string) => {
+    if (!o.json) console.log(s);
+  };
+  try {
+    const inShape = model.defaultInputShape(1).slice(1);
+    const per = inShape.reduce((a, b) => a * b, 1);
+    const [, H, W] = inShape;
+    const adapter = ctx.adapterInfo.description || ctx.adapterInfo.device;
+    // Bare: whole batches of seeded images through Model.run, one readback at the end.
+    const xb = Tensor.fromData(ctx, seededInput(o.bareBatch * per), [o.bareBatch, ...inShape]);
+    const bareRound = async (n: number) => {
+      const t0 = performance.now();
+      let last: Tensor[] = [];
+      for (let i = 0; i < n; i++) {
+        for (const t of last) t.dispose();
+        const r = await model.run(xb);
+        last = [...r.outputs.values()];
+      }
+      await readTensors(ctx, last);
+      for (const t of last) t.dispose();
+      return performance.now() - t0;
+    };
+    await bareRound(1);
+    const rounds = Math.max(1, Math.round(o.bareImages / o.bareBatch));
+    const bareMs = await bareRound(rounds);
+    const bare = { batch: o.bareBatch, images: rounds * o.bareBatch, ms: bareMs, passesPerSec: (rounds * o.bareBatch * 1000) / bareMs };
+    xb.dispose();
+    log(`sweep bench: ${path} on ${adapter}; bare forward: ${bare.passesPerSec.toFixed(1)} images/s (${bare.images} images in batches of ${bare.batch})`);
+    const x = Tensor.fromData(ctx, seededInput(per), [1, ...inShape]);
+    const entries: SweepBenchEntry[] = [];
+    let layerInfo: SweepBench['layer'] | null = null;
+    for (const m of methods) {
+      const options = { methods: [m.name], layers: [o.layer], masks: o.masks, iterations: o.iterations };
+      const once = async () => {
+        const t0 = performance.now();
+        const r = await explain(model, x, options);
+        await readTensors(ctx, r.methods.map((mm) => mm.map));
+        const ms = performance.now() - t0;
+        const info = { layers: r.layers, poly: r.polyLayers };
+        r.dispose();
+        return { ms, info };
+      };
+      const first = await once(); // compiles
+      const timed = await once();
+      const L = first.info.layers[0];
+      layerInfo ??= { requested: L.requested, tensor: L.tensor, shape: L.shape.slice(1) };
+      const [K, h, w] = L.shape.slice(1);
+      const polyChannels = (first.info.poly ?? []).reduce((s, l) => s + l.shape[1], 0);
+      const { passes, kind } = sweepPasses(m.name, K, h, w, polyChannels, o, H, W);
+      const passesPerSec = (passes * 1000) / timed.ms;
+      const e: SweepBenchEntry = { method: m.name, passes, passKind: kind, wallMs: timed.ms, passesPerSec, ratioToBare: bare.passesPerSec / passesPerSec };
+      entries.push(e);
+      log(`  ${m.name}: ${passes} ${kind} passes in ${(timed.ms / 1000).toFixed(2)} s = ${passesPerSec.toFixed(1)}/s; bare forward ÷ this = ${e.ratioToBare.toFixed(3)}`);
+    }
+    x.dispose();
+    return { model: path, adapter, date: new Date().toISOString(), layer: layerInfo!, bare, entries };
+  } finally {
+    await model.dispose();
+    ctx.destroy();
+  }
+}

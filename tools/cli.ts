@@ -4,9 +4,9 @@ import { Command, InvalidArgumentError } from 'commander';
 import { readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy, parseNpy } from '../src/io/npy.js';
 import { CamgpuError, GpuContext, InputError, InternalError, loadModel, Tensor } from '../src/node.js';
-import { EXPLAIN_METHODS, runBench, runExplainBench, runMatmulBench } from './bench.js';
+import { EXPLAIN_METHODS, runBench, runExplainBench, runMatmulBench, runSweepBench } from './bench.js';
 import { runTrainBench } from './bench-train.js';
-import { collect, csv, meanStd, nonNegativeInt, positiveInt, UsageError } from './args.js';
+import { collect, csv, meanStd, nonNegativeInt, positiveInt, positiveNumber, UsageError } from './args.js';
 import { addExplainCommand } from './explain.js';
 import { loadInput } from './input.js';
 import { type ArchName, RECIPES, runTraining, runVerification } from './train.js';
@@ -17,12 +17,6 @@ function intList(v: string): number[] {
     if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${s}' is not a positive integer`);
     return n;
   });
-}
-
-function positiveNumber(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`'${v}' is not a positive number`);
-  return n;
 }
 
 function nonNegativeNumber(v: string): number {
@@ -263,13 +257,21 @@ export function buildProgram(): Command {
     .option('--layer <name>', "target layer for --explain: tensor, node or torch module path (layer4, features.29), or 'auto'", 'auto')
     .option('--methods <names>', `methods for --explain, comma-separated (default: ${EXPLAIN_METHODS.join(',')})`, csv)
     .option('--maps-out <dir>', "--explain: write each method's maps at the first batch size here (<method>.npy)")
+    .option('--sweeps', 'time many-pass methods (--methods scorecam,rise,…) on one image against the bare batched forward passes/s', false)
+    .option('--masks <n>', '--sweeps: RISE masks', positiveInt, 4000)
+    .option('--opti-iters <n>', '--sweeps: Opti-CAM iterations', positiveInt, 50)
+    .option('--bare-batch <n>', '--sweeps: images per bare forward pass', positiveInt, 16)
+    .option('--bare-images <n>', '--sweeps: images timed for the bare throughput', positiveInt, 256)
     .option('--json', 'machine-readable output', false)
-    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; explain: boolean; layer: string; methods?: string[]; mapsOut?: string; json: boolean }, cmd: Command) => {
+    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; explain: boolean; layer: string; methods?: string[]; mapsOut?: string; json: boolean; sweeps: boolean; masks: number; optiIters: number; bareBatch: number; bareImages: number }, cmd: Command) => {
       if (!o.model && !o.matmul && !o.train) throw new UsageError('give --model FILE, --matmul N and/or --train --arch NAME');
       if (o.explain && !o.model) throw new UsageError('--explain needs --model FILE');
       if (o.explain && o.grad) throw new UsageError('--explain and --grad are separate benchmarks; give one');
       const results: Record<string, unknown> = {};
-      if (o.model && o.explain) {
+      if (o.sweeps) {
+        if (!o.model || !o.methods) throw new UsageError('--sweeps needs --model FILE and --methods NAME[,NAME…]');
+        results.sweeps = await runSweepBench(o.model, { methods: o.methods, layer: o.layer, masks: o.masks, iterations: o.optiIters, bareBatch: o.bareBatch, bareImages: o.bareImages, json: o.json });
+      } else if (o.model && o.explain) {
         results.explain = await runExplainBench(o.model, { batch: o.batch, iters: o.iters, warmup: o.warmup, layer: o.layer, methods: o.methods, profile: o.profile, mapsOut: o.mapsOut, json: o.json });
       } else if (o.model) results.model = await runBench(o.model, o);
       if (o.matmul) results.matmul = await runMatmulBench(o.matmul, o);

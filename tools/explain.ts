@@ -68,6 +68,7 @@ export interface ExplainCliOptions extends InputOptions {
   polyNormalize: string;
   lnorm: boolean;
   sweepStyle: string;
+  maskSpace: string;
 }
 
 /** How the command's flags read method names: as explain() does (case, separators, aliases). */
@@ -238,7 +239,7 @@ export interface ExplainSummary {
   input: { kind: 'images' | 'npy'; count: number; folder: string | null; size: [number, number]; preprocessing: { mode: string; mean: number[]; std: number[] } | null };
   options: {
     methods: string[]; layers: string[]; class: string; score: string | null; seed: number | null; batchSize: number; colormap: string; alpha: number;
-    masks: number | null; iters: number | null; lr: number | null; alignCorners: boolean; scoreBaseline: boolean; polyNormalize: string; lnorm: boolean; sweepStyle: string;
+    masks: number | null; iters: number | null; lr: number | null; alignCorners: boolean; scoreBaseline: boolean; polyNormalize: string; lnorm: boolean; sweepStyle: string; maskSpace: string;
   };
   layers: { requested: string; tensor: string; shape: number[] }[];
   rows: number;
@@ -287,6 +288,8 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
   const polyNormalize: 'minmax' | 'percentile' = o.polyNormalize;
   if (o.sweepStyle !== 'spec' && o.sweepStyle !== 'torchcam') throw new InputError(`--sweep-style must be spec or torchcam, got '${o.sweepStyle}'`);
   const sweepStyle: 'spec' | 'torchcam' = o.sweepStyle;
+  if (o.maskSpace !== 'input' && o.maskSpace !== 'raw') throw new InputError(`--mask-space must be input or raw, got '${o.maskSpace}'`);
+  const maskSpace: 'input' | 'raw' = o.maskSpace;
   const api = await loadExplainModule();
   checkMethods(o.method, api.METHOD_NAMES);
   const card = readModelCardBeside(o.model);
@@ -326,7 +329,7 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
       try {
         r = await api.explain(model, x, {
           methods: o.method, layers, targets: targetsFor(targets, from, to), score: scoreGiven ? score : undefined, seed: o.seed, imageOffset: from, batchSize: o.batchSize, profile: o.profile || undefined,
-          masks: o.masks, iterations: o.iters, lr: o.lr, alignCorners: o.alignCorners || undefined, scoreBaseline: o.scoreBaseline || undefined, polyNormalize, lnorm: o.lnorm, sweepStyle,
+          masks: o.masks, iterations: o.iters, lr: o.lr, alignCorners: o.alignCorners || undefined, scoreBaseline: o.scoreBaseline || undefined, polyNormalize, lnorm: o.lnorm, sweepStyle, maskSpace,
           pixels: pixelsOf(prep, x.shape[1]),
         });
         const chunkRows = await r.rows();
@@ -401,7 +404,7 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
       },
       options: {
         methods: [...o.method], layers: [...layers], class: o.class, score: scoreGiven ? score : null, seed: o.seed ?? null, batchSize: chunk, colormap, alpha,
-        masks: o.masks ?? null, iters: o.iters ?? null, lr: o.lr ?? null, alignCorners: o.alignCorners, scoreBaseline: o.scoreBaseline, polyNormalize, lnorm: o.lnorm, sweepStyle,
+        masks: o.masks ?? null, iters: o.iters ?? null, lr: o.lr ?? null, alignCorners: o.alignCorners, scoreBaseline: o.scoreBaseline, polyNormalize, lnorm: o.lnorm, sweepStyle, maskSpace,
       },
       layers: layerInfo.map((l) => ({ ...l, shape: [M, ...l.shape.slice(1)] })),
       rows: M,
@@ -554,6 +557,7 @@ export function addExplainCommand(program: Command): void {
     .option('--lr <v>', "Opti-CAM: Adam's learning rate (default 0.1)", positiveNumber)
     .option('--align-corners', "Score-CAM family: upsample masks with align_corners=true (pytorch-grad-cam's Score-CAM)", false)
     .option('--score-baseline', "Score-CAM family: subtract y_c(x) from the scores before the softmax (torch-cam's)", false)
+    .option('--mask-space <s>', "masking methods: 'input' (the tensor the model receives) or 'raw' ([0, 1] pixels, normalized after the mask with the card's or --mean/--std's values); Opti-CAM always masks raw pixels", 'input')
     .option('--sweep-style <s>', "Score-CAM, IS-CAM, SS-CAM: 'spec' (SPEC §1) or 'torchcam' (torch-cam's masks, IS-CAM coefficients and SS-CAM noise, for parity)", 'spec')
     .option('--poly-normalize <mode>', "Poly-CAM: 'minmax' (SPEC's u()) or 'percentile' (aenglebert/polycam's 0.1/99.9 % normalization)", 'minmax')
     .option('--no-lnorm', "Poly-CAM: without LNorm (the paper's ablation); --layer gives its layers, shallow to deep, or 'auto'")

@@ -75,6 +75,12 @@ export interface ExplainOptions {
    * downsampling, and the last spatial one). Default: `layers` when given, else 'auto'.
    */
   polyLayers?: readonly string[] | 'auto';
+  /**
+   * Where the masking methods (Score-CAM family, Poly-CAM, RISE, Occlusion) multiply their masks:
+   * 'input' (default, SPEC §0: the tensor the model receives) or 'raw' (the [0, 1] pixels, then
+   * `pixels`' normalization, as OPTI does). Opti-CAM always masks raw pixels (its SPEC row).
+   */
+  maskSpace?: 'input' | 'raw';
   /** Poly-CAM's LNorm (default true; false is the paper's ablation). */
   lnorm?: boolean;
   /** Poly-CAM's mask and map normalization: 'minmax' (default, SPEC u()) or POLY's 'percentile'. */
@@ -339,6 +345,9 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     }
     const seed = options.seed ?? 0;
     const sweepMs = new Map<string, number>();
+    const pixelsOf = () => options.pixels ?? (input.shape[1] === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : null);
+    const space = options.maskSpace === 'raw' ? pixelsOf() : null;
+    if (options.maskSpace === 'raw' && !space && sweeps.length) throw new InputError(`explain: masking raw pixels needs the mean/std of this ${input.shape[1]}-channel model's normalization (option pixels, or --mean/--std)`);
     const key = `explain|${image}|${requestedLayers}|${polyLayers}|${methods.map((m) => m.name)}|${options.score ?? 'logit'}|${options.fusion ?? 'mean'}|${classes ? 'classes' : weightsTarget ? 'weights' : topK > 0 ? `top${topK}` : 'argmax'}|${options.finerBase ?? 'gradcam'}|${seed}`;
     const build = (nb: number) => {
       const mt = model.tape(nb, {
@@ -507,27 +516,27 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
             const r = await runPolyCam(model, {
               x: input, seed: seedT, clean: run.results.get('poly:clean')!, image: imageIndex,
               layers: polyLayers.map((layer, i) => ({ layer, a: run.results.get(`poly:a:${i}`)! })),
-            }, { variant: m.polyVariant!, lnorm: options.lnorm ?? true, normalize: options.polyNormalize ?? 'minmax', scoreOf: polyScore, maxChunk: options.batchSize });
+            }, { variant: m.polyVariant!, lnorm: options.lnorm ?? true, normalize: options.polyNormalize ?? 'minmax', scoreOf: polyScore, maxChunk: options.batchSize, space });
             swept.set(m.name, { map: r.map, raw: r.raw, weights: r.weights, scores: null, layerMaps: r.layerMaps });
             sweepMs.set(m.name, performance.now() - t0);
             continue;
           }
           if (m.sweep === 'opticam') {
-            const px = options.pixels ?? (input.shape[1] === 3 ? { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } : null);
+            const px = pixelsOf();
             if (!px) throw new InputError(`Opti-CAM masks [0, 1] pixels: give the mean/std of this ${input.shape[1]}-channel model's normalization (option pixels)`);
             const r = await runOptiCam(model, input, seedT, { layer: requestedLayers[0], iterations: options.iterations ?? 50, lr: options.lr ?? 0.1, loss: options.optiLoss ?? 'plain', mean: px.mean, std: px.std, maxChunk: options.batchSize });
             swept.set(m.name, { map: r.map, raw: r.raw, weights: r.weights, scores: r.lossCurve });
             continue;
           }
           swept.set(m.name, m.sweep === 'occlusion'
-            ? { ...(await runOcclusionSweep(model, sweepInputs, { patch: options.occlusion?.patch ?? 64, stride: options.occlusion?.stride ?? 8, fill: options.occlusion?.fill ?? 0, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize })), weights: null }
+            ? { ...(await runOcclusionSweep(model, sweepInputs, { patch: options.occlusion?.patch ?? 64, stride: options.occlusion?.stride ?? 8, fill: options.occlusion?.fill ?? 0, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, space })), weights: null }
             : m.sweep === 'rise'
-            ? { ...(await runRiseSweep(model, sweepInputs, { masks: options.masks ?? 4000, grid: 8, p1: 0.5, seed, scoreOf: options.score ?? 'softmax', maxChunk: options.batchSize })), weights: null }
+            ? { ...(await runRiseSweep(model, sweepInputs, { masks: options.masks ?? 4000, grid: 8, p1: 0.5, seed, scoreOf: options.score ?? 'softmax', maxChunk: options.batchSize, space })), weights: null }
             : m.sweep === 'pixabcam'
             ? { ...(await runPixabSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })), weights: null }
             : m.sweep === 'ablationcam'
             ? await runAblationSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })
-            : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, style: options.sweepStyle ?? 'spec' }));
+            : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, style: options.sweepStyle ?? 'spec', space }));
           sweepMs.set(m.name, performance.now() - t0);
         }
       } catch (e) {

@@ -5,7 +5,7 @@ import { InputError } from '../runtime/errors.js';
 import { formatShape } from '../runtime/shape.js';
 import type { Tensor } from '../runtime/tensor.js';
 import { finalMap, layerMap, relu, upsample, weightedSum } from './math.js';
-import { mask01, type ScoreSweep, sweepScores } from './sweeps.js';
+import { mask01, type MaskSpace, type ScoreSweep, sweepScores } from './sweeps.js';
 
 /**
  * Poly-CAM (Englebert et al., seed 000; POLY polycam/core.py, polycam.py; SPEC §1): a
@@ -30,6 +30,8 @@ export interface PolyOptions {
   normalize: 'minmax' | 'percentile';
   scoreOf: 'logit' | 'softmax';
   maxChunk?: number;
+  /** Where the masks multiply (default: the model input). */
+  space?: MaskSpace;
 }
 
 export interface PolyLayerInput {
@@ -139,7 +141,7 @@ export async function runPolyCam(
     for (const l of inputs.layers) {
       const masks = o.normalize === 'percentile' ? await percentileMasks(model, l.a) : null;
       try {
-        scores.push(await sweepScores(model, sweep, { x: inputs.x, a: masks ?? l.a, seed: inputs.seed, image: inputs.image }, { alignCorners: false, baseline: false, seed: 0, scoreOf: o.scoreOf, maxChunk: o.maxChunk, key: l.layer }));
+        scores.push(await sweepScores(model, sweep, { x: inputs.x, a: masks ?? l.a, seed: inputs.seed, image: inputs.image }, { alignCorners: false, baseline: false, seed: 0, scoreOf: o.scoreOf, maxChunk: o.maxChunk, key: l.layer, space: o.space ?? null }));
       } finally {
         masks?.dispose();
       }

@@ -50,6 +50,26 @@ export interface SweepOptions {
    * subtracted.
    */
   style?: 'spec' | 'torchcam';
+  /** Where the masks multiply (default: the model input). */
+  space?: MaskSpace;
+}
+
+/**
+ * Where masks multiply (SPEC §0 "masking space"): null, the tensor the model receives; else
+ * the [0, 1] pixels p = x·std + mean per channel, normalized again after the mask.
+ */
+export type MaskSpace = { mean: readonly number[]; std: readonly number[] } | null;
+
+/** x ⊙ m in the masking space, then `fill` where `fillWhere` is 1 (Occlusion's patches), as the model input. */
+export function maskInput(t: Tape, x: Sym, m: Sym, space: MaskSpace, fill?: { value: number; where: Sym }): Sym {
+  const filled = (v: Sym) => (fill ? t.add(v, t.mul(fill.where, t.scalar(fill.value))) : v);
+  if (!space) return filled(t.mul(x, m));
+  const C = x.shape[1];
+  const perChannel = (v: readonly number[]) => t.constant(hostTensor('float32', [1, C, 1, 1], Float32Array.from({ length: C }, (_, c) => v[v.length === 1 ? 0 : c])));
+  const mean = perChannel(space.mean);
+  const std = perChannel(space.std);
+  const pixels = t.add(t.mul(x, std), mean);
+  return t.div(t.sub(filled(t.mul(pixels, m)), mean), std);
 }
 
 /** torch-cam's masks up(u(A_k)): normalized at the layer's resolution (eps 1e-8), then upsampled, as [n, 1, H, W]. */
@@ -166,7 +186,7 @@ export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<
   const aFlat = inputs.a.reshaped([M * K, h, w]);
   try {
     const sweepRun = await model.runProgram({
-      key: `sweep|${sweep.name}|${o.key ?? ''}|${image}|${M}|${K}|${h}|${w}|${o.alignCorners}|${o.scoreOf}|${o.seed}|${o.style ?? 'spec'}`,
+      key: `sweep|${sweep.name}|${o.key ?? ''}|${image}|${M}|${K}|${h}|${w}|${o.alignCorners}|${o.scoreOf}|${o.seed}|${o.style ?? 'spec'}|${JSON.stringify(o.space ?? null)}`,
       batch: rows,
       maxChunk: o.maxChunk,
       build: (nb) => {
@@ -178,7 +198,7 @@ export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<
         const ch = t.input('row_channel', [nb]);
         const row: SweepRow = { copy: t.input('row_copy', [nb]), key: t.input('row_key', [nb]), image: t.input('row_image_index', [nb]), channel: t.input('row_k', [nb]) };
         const mask = sweep.mask(t, t.gatherRows(aAll, ch), row, size, o);
-        const masked = t.mul(t.gatherRows(xAll, img), mask);
+        const masked = maskInput(t, t.gatherRows(xAll, img), mask, o.space ?? null);
         const mt = model.tape(nb, { image, onto: { tape: t, input: masked, prefix: 'sweep/' } });
         const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
         const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
@@ -315,6 +335,7 @@ export async function runAblationSweep(model: Model, layer: string, inputs: Omit
 }
 
 export interface RiseOptions {
+  space?: MaskSpace;
   masks: number;
   grid: number;
   p1: number;
@@ -345,7 +366,7 @@ export async function runRiseSweep(model: Model, inputs: Pick<SweepInputs, 'x' |
   const rowMask = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => r % N), [rows], 'rise-mask');
   try {
     const run = await model.runProgram({
-      key: `rise|${image}|${M}|${N}|${o.grid}|${o.p1}|${o.seed}|${o.scoreOf}`,
+      key: `rise|${image}|${M}|${N}|${o.grid}|${o.p1}|${o.seed}|${o.scoreOf}|${JSON.stringify(o.space ?? null)}`,
       batch: rows,
       maxChunk: o.maxChunk,
       build: (nb) => {
@@ -355,7 +376,7 @@ export async function runRiseSweep(model: Model, inputs: Pick<SweepInputs, 'x' |
         const img = t.input('row_image', [nb]);
         const ids = t.input('row_mask', [nb]);
         const mask = t.reshape(t.riseMasks(ids, attrs), [nb, 1, H, W]);
-        const mt = model.tape(nb, { image, onto: { tape: t, input: t.mul(t.gatherRows(xAll, img), mask), prefix: 'rise/' } });
+        const mt = model.tape(nb, { image, onto: { tape: t, input: maskInput(t, t.gatherRows(xAll, img), mask, o.space ?? null), prefix: 'rise/' } });
         const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
         const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
         return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
@@ -405,6 +426,8 @@ export async function runRiseSweep(model: Model, inputs: Pick<SweepInputs, 'x' |
 }
 
 export interface OcclusionOptions {
+  /** Where the patch is filled: the model input (default) or the [0, 1] pixels (fill in pixel units). */
+  space?: MaskSpace;
   /** Side of the square patch (default 64, at most the image's side). */
   patch: number;
   stride: number;
@@ -465,7 +488,7 @@ export async function runOcclusionSweep(model: Model, inputs: Pick<SweepInputs, 
   const rowX = Tensor.fromData(ctx, Float32Array.from({ length: rows }, (_, r) => corners(r % P)[1]), [rows], 'occlusion-x');
   try {
     const run = await model.runProgram({
-      key: `occlusion|${image}|${M}|${patch}|${o.stride}|${o.fill}|${o.scoreOf}`,
+      key: `occlusion|${image}|${M}|${patch}|${o.stride}|${o.fill}|${o.scoreOf}|${JSON.stringify(o.space ?? null)}`,
       batch: rows,
       maxChunk: o.maxChunk,
       build: (nb) => {
@@ -475,7 +498,7 @@ export async function runOcclusionSweep(model: Model, inputs: Pick<SweepInputs, 
         const img = t.input('row_image', [nb]);
         const box = t.reshape(boxes(t, t.input('row_y', [nb]), t.input('row_x', [nb]), patch, H, W), [nb, 1, H, W]);
         const keep = t.sub(t.broadcast(t.scalar(1), box.shape), box);
-        const occluded = t.add(t.mul(t.gatherRows(xAll, img), keep), t.mul(box, t.scalar(o.fill)));
+        const occluded = maskInput(t, t.gatherRows(xAll, img), keep, o.space ?? null, { value: o.fill, where: box });
         const mt = model.tape(nb, { image, onto: { tape: t, input: occluded, prefix: 'occlusion/' } });
         const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
         const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
