@@ -8,6 +8,7 @@ import { npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
 import { riseMasksRef } from '../src/ops/rise.js';
 import { bilinearRef } from './reference/cpu.js';
+import { maxAbsDiff } from './helpers/compare.js';
 
 /**
  * Score sweeps (Score-CAM, IS-CAM) against the same computation done the plain way: masks
@@ -270,6 +271,34 @@ describe('score sweeps', () => {
       expect(Buffer.from(m.buffer).equals(Buffer.from(b[i].buffer)), `method ${i}: same seed`).toBe(true);
       expect(Buffer.from(m.buffer).equals(Buffer.from(c[i].buffer)), `method ${i}: other seed`).toBe(false);
     });
+    x.dispose();
+    await model.dispose();
+  });
+
+  it('progress: reported as the queue finishes, up to the total passes, without changing the maps', async () => {
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
+    const x = Tensor.fromData(ctx, INPUT.data.subarray(0, 2 * 56 * 56), [2, 1, 56, 56]);
+    const methods = ['scorecam', 'polycam', 'rise'];
+    const plain = await explain(model, x, { methods, targets: TARGETS, masks: 40, layers: [LAYER], polyLayers: ['layer1', 'layer2'] });
+    const want = await readTensors(ctx, plain.methods.map((m) => m.map));
+    plain.dispose();
+    const seen: [number, number][] = [];
+    const r = await explain(model, x, { methods, targets: TARGETS, masks: 40, layers: [LAYER], polyLayers: ['layer1', 'layer2'], onProgress: (done, total) => seen.push([done, total]) });
+    const got = await readTensors(ctx, r.methods.map((m) => m.map));
+    const K1 = 24;
+    const K2 = r.layers[0].shape[1];
+    r.dispose();
+    await ctx.device.queue.onSubmittedWorkDone();
+    // Score-CAM K₂ passes per image, PCAM± 2(K₁ + K₂), RISE 40 masks.
+    const total = 2 * (K2 + 2 * (K1 + K2) + 40);
+    expect(seen.length).toBeGreaterThan(20);
+    expect(seen.every(([, t]) => t === total)).toBe(true);
+    expect(seen.every(([d], i) => i === 0 || d >= seen[i - 1][0])).toBe(true);
+    expect(seen.at(-1)![0]).toBe(total);
+    // Groups change the passes' batch sizes, and kernels are chosen per batch size (Winograd
+    // by tile count, GEMV for few rows): the same maps up to float round-off, not bit for bit.
+    got.forEach((m, i) => expect(maxAbsDiff(m, want[i]), methods[i]).toBeLessThan(1e-5));
     x.dispose();
     await model.dispose();
   });

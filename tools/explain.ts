@@ -322,6 +322,17 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
       bar.start(count, 0);
     }
 
+    // Long sweeps: a bar over their forward passes, moved as the GPU queue finishes them.
+    const sweepBar = !bar && o.progress && process.stderr.isTTY ? new cliProgress.SingleBar({ format: 'sweeps [{bar}] {value}/{total} passes | ETA {eta_formatted}', hideCursor: true, clearOnComplete: true }, cliProgress.Presets.shades_classic) : null;
+    let sweepStarted = false;
+    const onProgress = sweepBar ? (done: number, total: number) => {
+      if (!sweepStarted) {
+        sweepBar.start(total, 0);
+        sweepStarted = true;
+      }
+      sweepBar.setTotal(total);
+      sweepBar.update(done);
+    } : undefined;
     for (let from = 0; from < count; from += chunk) {
       const to = Math.min(count, from + chunk);
       const x = inputTensor(ctx, host, prep, from, to);
@@ -331,6 +342,7 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
           methods: o.method, layers, targets: targetsFor(targets, from, to), score: scoreGiven ? score : undefined, seed: o.seed, imageOffset: from, batchSize: o.batchSize, profile: o.profile || undefined,
           masks: o.masks, iterations: o.iters, lr: o.lr, alignCorners: o.alignCorners || undefined, scoreBaseline: o.scoreBaseline || undefined, polyNormalize, lnorm: o.lnorm, sweepStyle, maskSpace,
           pixels: pixelsOf(prep, x.shape[1]),
+          onProgress,
         });
         const chunkRows = await r.rows();
         const tensors: Tensor[] = [];
@@ -379,6 +391,7 @@ export async function cmdExplain(o: ExplainCliOptions): Promise<ExplainSummary> 
     }
     bar?.stop();
     bar = null;
+    if (sweepStarted) sweepBar?.stop();
 
     const M = rows.length;
     const methods: ExplainSummary['methods'] = [];

@@ -13,7 +13,7 @@ import { type CamMethod, type LayerInputs, METHOD_BY_NAME, METHODS, type SampleF
 import { uniformSigned } from './random.js';
 import { runOptiCam } from './opticam.js';
 import { autoPolyLayers, checkPolyLayers, type PolyLayerInfo, runPolyCam } from './polycam.js';
-import { runAblationSweep, runOcclusionSweep, runPixabSweep, runRiseSweep, runScoreSweep, SWEEPS, type SweepResult } from './sweeps.js';
+import { runAblationSweep, runOcclusionSweep, runPixabSweep, runRiseSweep, runScoreSweep, SWEEPS, sweepPasses, type SweepResult } from './sweeps.js';
 
 export const METHOD_NAMES: readonly string[] = METHODS.map((m) => m.name);
 
@@ -81,6 +81,13 @@ export interface ExplainOptions {
    * `pixels`' normalization, as OPTI does). Opti-CAM always masks raw pixels (its SPEC row).
    */
   maskSpace?: 'input' | 'raw';
+  /**
+   * Progress of the many-pass methods: called with the forward passes finished so far and the
+   * total, as the GPU queue finishes them (onSubmittedWorkDone; nothing is read back for it).
+   * The score sweeps and Poly-CAM then run their rows in 20 submits; the other sweeps report
+   * when each finishes.
+   */
+  onProgress?: (done: number, total: number) => void;
   /** Poly-CAM's LNorm (default true; false is the paper's ablation). */
   lnorm?: boolean;
   /** Poly-CAM's mask and map normalization: 'minmax' (default, SPEC u()) or POLY's 'percentile'. */
@@ -507,6 +514,24 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
     if (sweeps.length) {
       const a = run.results.get('sweep:a')!;
       const seedT = run.results.get('sweep:seed')!;
+      // Progress in forward passes: each method's count, reported as the queue finishes its work.
+      const [, K, h, w] = a.shape;
+      const polyChannels = polyInfo.reduce((n, l) => n + l.shape[1], 0);
+      const passesOf = (m: CamMethod) => rows * sweepPasses(m.sweep!, m.polyVariant, {
+        K, h, w, polyChannels, H: size[0], W: size[1], masks: options.masks ?? 4000, iterations: options.iterations ?? 50,
+        patch: options.occlusion?.patch ?? 64, stride: options.occlusion?.stride ?? 8,
+      }).passes;
+      const total = sweeps.reduce((n, m) => n + passesOf(m), 0);
+      let done = 0;
+      const onProgress = options.onProgress;
+      const progress = onProgress ? (n: number) => onProgress((done = Math.min(total, done + n)), total) : undefined;
+      const grouped = (m: CamMethod) => m.sweep === 'polycam' || (m.sweep !== undefined && m.sweep in SWEEPS);
+      // A method that does not report per group reports once its work is submitted and done.
+      const submitted = (m: CamMethod) => {
+        if (!progress || grouped(m)) return;
+        const n = passesOf(m);
+        void model.ctx.device.queue.onSubmittedWorkDone().then(() => progress(n), () => undefined);
+      };
       try {
         for (const m of sweeps) {
           const t0 = performance.now();
@@ -516,7 +541,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
             const r = await runPolyCam(model, {
               x: input, seed: seedT, clean: run.results.get('poly:clean')!, image: imageIndex,
               layers: polyLayers.map((layer, i) => ({ layer, a: run.results.get(`poly:a:${i}`)! })),
-            }, { variant: m.polyVariant!, lnorm: options.lnorm ?? true, normalize: options.polyNormalize ?? 'minmax', scoreOf: polyScore, maxChunk: options.batchSize, space });
+            }, { variant: m.polyVariant!, lnorm: options.lnorm ?? true, normalize: options.polyNormalize ?? 'minmax', scoreOf: polyScore, maxChunk: options.batchSize, space, progress });
             swept.set(m.name, { map: r.map, raw: r.raw, weights: r.weights, scores: null, layerMaps: r.layerMaps });
             sweepMs.set(m.name, performance.now() - t0);
             continue;
@@ -526,6 +551,7 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
             if (!px) throw new InputError(`Opti-CAM masks [0, 1] pixels: give the mean/std of this ${input.shape[1]}-channel model's normalization (option pixels)`);
             const r = await runOptiCam(model, input, seedT, { layer: requestedLayers[0], iterations: options.iterations ?? 50, lr: options.lr ?? 0.1, loss: options.optiLoss ?? 'plain', mean: px.mean, std: px.std, maxChunk: options.batchSize });
             swept.set(m.name, { map: r.map, raw: r.raw, weights: r.weights, scores: r.lossCurve });
+            submitted(m);
             continue;
           }
           swept.set(m.name, m.sweep === 'occlusion'
@@ -536,7 +562,8 @@ export async function explain(model: Model, x: Tensor, options: ExplainOptions):
             ? { ...(await runPixabSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })), weights: null }
             : m.sweep === 'ablationcam'
             ? await runAblationSweep(model, requestedLayers[0], sweepInputs, { scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, image })
-            : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, style: options.sweepStyle ?? 'spec', space }));
+            : await runScoreSweep(model, SWEEPS[m.sweep!], sweepInputs, { alignCorners: options.alignCorners ?? false, baseline: options.scoreBaseline ?? false, seed, scoreOf: options.score ?? 'logit', maxChunk: options.batchSize, style: options.sweepStyle ?? 'spec', space, progress }));
+          submitted(m);
           sweepMs.set(m.name, performance.now() - t0);
         }
       } catch (e) {

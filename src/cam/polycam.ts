@@ -32,6 +32,8 @@ export interface PolyOptions {
   maxChunk?: number;
   /** Where the masks multiply (default: the model input). */
   space?: MaskSpace;
+  /** Rows (forward passes) the GPU has finished, as they finish. */
+  progress?: (rows: number) => void;
 }
 
 export interface PolyLayerInput {
@@ -141,7 +143,7 @@ export async function runPolyCam(
     for (const l of inputs.layers) {
       const masks = o.normalize === 'percentile' ? await percentileMasks(model, l.a) : null;
       try {
-        scores.push(await sweepScores(model, sweep, { x: inputs.x, a: masks ?? l.a, seed: inputs.seed, image: inputs.image }, { alignCorners: false, baseline: false, seed: 0, scoreOf: o.scoreOf, maxChunk: o.maxChunk, key: l.layer, space: o.space ?? null }));
+        scores.push(await sweepScores(model, sweep, { x: inputs.x, a: masks ?? l.a, seed: inputs.seed, image: inputs.image }, { alignCorners: false, baseline: false, seed: 0, scoreOf: o.scoreOf, maxChunk: o.maxChunk, key: l.layer, space: o.space ?? null, progress: o.progress }));
       } finally {
         masks?.dispose();
       }

@@ -52,7 +52,12 @@ export interface SweepOptions {
   style?: 'spec' | 'torchcam';
   /** Where the masks multiply (default: the model input). */
   space?: MaskSpace;
+  /** Called with the number of rows (forward passes) the GPU has just finished; runs the rows in groups, one submit each. */
+  progress?: (rows: number) => void;
 }
+
+/** How many submits a sweep with progress reporting is split into. */
+const PROGRESS_GROUPS = 20;
 
 /**
  * Where masks multiply (SPEC §0 "masking space"): null, the tensor the model receives; else
@@ -175,52 +180,69 @@ export async function sweepScores(model: Model, sweep: ScoreSweep, inputs: Pick<
     rowImageIndex[r] = imageIdx[rowImage[r]];
     rowK[r] = mk % K;
   }
-  const feedsOwned = [
-    Tensor.fromData(ctx, rowImage, [rows], 'sweep-image'),
-    Tensor.fromData(ctx, rowChannel, [rows], 'sweep-channel'),
-    Tensor.fromData(ctx, rowCopy, [rows], 'sweep-copy'),
-    Tensor.fromData(ctx, rowKey, [rows], 'sweep-key'),
-    Tensor.fromData(ctx, rowImageIndex, [rows], 'sweep-image-index'),
-    Tensor.fromData(ctx, rowK, [rows], 'sweep-k'),
-  ];
   const aFlat = inputs.a.reshaped([M * K, h, w]);
+  const fields = [rowImage, rowChannel, rowCopy, rowKey, rowImageIndex, rowK];
+  // Rows [from, to) as one run: its row feeds, the program (cached per chunk size), one submit.
+  const runRows = async (from: number, to: number): Promise<Tensor> => {
+    const feedsOwned = fields.map((f, k) => Tensor.fromData(ctx, f.subarray(from, to), [to - from], `sweep-rows-${k}`));
+    try {
+      const sweepRun = await model.runProgram({
+        key: `sweep|${sweep.name}|${o.key ?? ''}|${image}|${M}|${K}|${h}|${w}|${o.alignCorners}|${o.scoreOf}|${o.seed}|${o.style ?? 'spec'}|${JSON.stringify(o.space ?? null)}`,
+        batch: to - from,
+        maxChunk: o.maxChunk,
+        build: (nb) => {
+          const t = new Tape();
+          const xAll = t.input('x', [M, ...image]);
+          const aAll = t.input('a', [M * K, h, w]);
+          const seedAll = t.input('seed', [M, classes]);
+          const img = t.input('row_image', [nb]);
+          const ch = t.input('row_channel', [nb]);
+          const row: SweepRow = { copy: t.input('row_copy', [nb]), key: t.input('row_key', [nb]), image: t.input('row_image_index', [nb]), channel: t.input('row_k', [nb]) };
+          const mask = sweep.mask(t, t.gatherRows(aAll, ch), row, size, o);
+          const masked = maskInput(t, t.gatherRows(xAll, img), mask, o.space ?? null);
+          const mt = model.tape(nb, { image, onto: { tape: t, input: masked, prefix: 'sweep/' } });
+          const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
+          const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
+          return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
+        },
+        feeds: {
+          x: { tensor: inputs.x, batchAxis: null },
+          a: { tensor: aFlat, batchAxis: null },
+          seed: { tensor: inputs.seed, batchAxis: null },
+          row_image: { tensor: feedsOwned[0], batchAxis: 0 },
+          row_channel: { tensor: feedsOwned[1], batchAxis: 0 },
+          row_copy: { tensor: feedsOwned[2], batchAxis: 0 },
+          row_key: { tensor: feedsOwned[3], batchAxis: 0 },
+          row_image_index: { tensor: feedsOwned[4], batchAxis: 0 },
+          row_k: { tensor: feedsOwned[5], batchAxis: 0 },
+        },
+        results: { score: { batchAxis: 0 } },
+        label: sweep.name,
+      });
+      return sweepRun.results.get('score')!;
+    } finally {
+      for (const t of feedsOwned) t.dispose();
+    }
+  };
+  if (!o.progress) return runRows(0, rows);
+  // With progress: groups of rows, each its own submit, reported as the queue finishes it
+  // (onSubmittedWorkDone), never by reading results; the scores are then copied into one tensor.
+  const group = Math.max(1, Math.ceil(rows / PROGRESS_GROUPS));
+  const parts: { from: number; t: Tensor }[] = [];
   try {
-    const sweepRun = await model.runProgram({
-      key: `sweep|${sweep.name}|${o.key ?? ''}|${image}|${M}|${K}|${h}|${w}|${o.alignCorners}|${o.scoreOf}|${o.seed}|${o.style ?? 'spec'}|${JSON.stringify(o.space ?? null)}`,
-      batch: rows,
-      maxChunk: o.maxChunk,
-      build: (nb) => {
-        const t = new Tape();
-        const xAll = t.input('x', [M, ...image]);
-        const aAll = t.input('a', [M * K, h, w]);
-        const seedAll = t.input('seed', [M, classes]);
-        const img = t.input('row_image', [nb]);
-        const ch = t.input('row_channel', [nb]);
-        const row: SweepRow = { copy: t.input('row_copy', [nb]), key: t.input('row_key', [nb]), image: t.input('row_image_index', [nb]), channel: t.input('row_k', [nb]) };
-        const mask = sweep.mask(t, t.gatherRows(aAll, ch), row, size, o);
-        const masked = maskInput(t, t.gatherRows(xAll, img), mask, o.space ?? null);
-        const mt = model.tape(nb, { image, onto: { tape: t, input: masked, prefix: 'sweep/' } });
-        const scored = o.scoreOf === 'softmax' ? t.softmax(mt.logits, -1) : mt.logits;
-        const score = t.reshape(t.reduce('sum', t.mul(scored, t.gatherRows(seedAll, img)), [1]), [nb]);
-        return { graph: t.graph, names: new Map([['score', score.name]]), shared: (n: string) => model.isModelConstant(n) };
-      },
-      feeds: {
-        x: { tensor: inputs.x, batchAxis: null },
-        a: { tensor: aFlat, batchAxis: null },
-        seed: { tensor: inputs.seed, batchAxis: null },
-        row_image: { tensor: feedsOwned[0], batchAxis: 0 },
-        row_channel: { tensor: feedsOwned[1], batchAxis: 0 },
-        row_copy: { tensor: feedsOwned[2], batchAxis: 0 },
-        row_key: { tensor: feedsOwned[3], batchAxis: 0 },
-        row_image_index: { tensor: feedsOwned[4], batchAxis: 0 },
-        row_k: { tensor: feedsOwned[5], batchAxis: 0 },
-      },
-      results: { score: { batchAxis: 0 } },
-      label: sweep.name,
-    });
-    return sweepRun.results.get('score')!;
+    for (let from = 0; from < rows; from += group) {
+      const to = Math.min(rows, from + group);
+      parts.push({ from, t: await runRows(from, to) });
+      const report = o.progress;
+      void ctx.device.queue.onSubmittedWorkDone().then(() => report(to - from), () => undefined);
+    }
+    const out = Tensor.empty(ctx, [rows], 'sweep-scores');
+    const enc = ctx.device.createCommandEncoder({ label: 'sweep-scores' });
+    for (const p of parts) enc.copyBufferToBuffer(p.t.buffer, p.t.byteOffset, out.buffer, out.byteOffset + p.from * 4, p.t.byteLength);
+    ctx.device.queue.submit([enc.finish()]);
+    return out;
   } finally {
-    for (const t of feedsOwned) t.dispose();
+    for (const p of parts) p.t.dispose();
   }
 }
 
@@ -667,5 +689,28 @@ export async function runPixabSweep(model: Model, layer: string, inputs: Omit<Sw
     }
   } finally {
     for (const t of owned) t.dispose();
+  }
+}
+
+/** What a sweep method's passes run: the whole network, its suffix from the layer, or a forward+backward step. */
+export type SweepPassKind = 'forward' | 'suffix' | 'forward+backward';
+
+/**
+ * How many passes a sweep method runs per explained row, at a layer of K channels and h × w
+ * (Poly-CAM: its layers' channels summed), for an H × W input.
+ */
+export function sweepPasses(sweep: string, polyVariant: string | undefined, at: { K: number; h: number; w: number; polyChannels: number; H: number; W: number; masks: number; iterations: number; patch: number; stride: number }): { passes: number; kind: SweepPassKind } {
+  switch (sweep) {
+    case 'scorecam': case 'iscam': case 'sscam': return { passes: at.K * SWEEPS[sweep].copies, kind: 'forward' };
+    case 'polycam': return { passes: at.polyChannels * (polyVariant === 'plusminus' ? 2 : 1), kind: 'forward' };
+    case 'ablationcam': return { passes: at.K, kind: 'suffix' };
+    case 'pixabcam': return { passes: 1 + 2 * pixabBoxes(at.h, at.w).length, kind: 'suffix' };
+    case 'rise': return { passes: at.masks, kind: 'forward' };
+    case 'occlusion': {
+      const patch = Math.min(at.patch, at.H, at.W);
+      return { passes: positions(at.H, patch, at.stride).length * positions(at.W, patch, at.stride).length, kind: 'forward' };
+    }
+    case 'opticam': return { passes: at.iterations, kind: 'forward+backward' };
+    default: throw new Error(`internal: '${sweep}' is not a sweep`);
   }
 }
