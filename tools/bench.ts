@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { explain, resolveMethods } from '../src/cam/explain.js';
 import { METHOD_BY_NAME } from '../src/cam/methods.js';
+import { sweepPasses, type SweepPassKind } from '../src/cam/sweeps.js';
 import { formatNpy } from '../src/io/npy.js';
 import { EagerEnv } from '../src/ops/env.js';
 import { lowerMatMul } from '../src/ops/gemm.js';
@@ -445,7 +446,7 @@ export interface SweepBenchEntry {
   method: string;
   /** Forward passes the method runs for one image (suffix passes for Ablation-/Pixab-CAM; forward+backward for Opti-CAM). */
   passes: number;
-  passKind: 'forward' | 'suffix' | 'forward+backward';
+  passKind: SweepPassKind;
   wallMs: number;
   passesPerSec: number;
   /** Bare forward passes per second ÷ this method's passes per second (≤ 1.1 is the goal for full forward passes). */
@@ -459,24 +460,6 @@ export interface SweepBench {
   layer: { requested: string; tensor: string; shape: number[] };
   bare: { batch: number; images: number; ms: number; passesPerSec: number };
   entries: SweepBenchEntry[];
-}
-
-/** How many passes a sweep method runs for one image at a layer of K channels and h × w. */
-function sweepPasses(method: string, K: number, h: number, w: number, polyChannels: number, o: SweepBenchOptions, H: number, W: number): { passes: number; kind: SweepBenchEntry['passKind'] } {
-  const positions = (n: number) => Math.max(1, Math.floor((n - Math.min(64, n)) / 8) + 1 + ((n - Math.min(64, n)) % 8 ? 1 : 0));
-  switch (method) {
-    case 'scorecam': return { passes: K, kind: 'forward' };
-    case 'iscam': return { passes: 10 * K, kind: 'forward' };
-    case 'sscam': return { passes: 35 * K, kind: 'forward' };
-    case 'ablationcam': return { passes: K, kind: 'suffix' };
-    case 'pixabcam': return { passes: 1 + 8 * h * w, kind: 'suffix' };
-    case 'rise': return { passes: o.masks, kind: 'forward' };
-    case 'occlusion': return { passes: positions(H) * positions(W), kind: 'forward' };
-    case 'polycam': return { passes: 2 * polyChannels, kind: 'forward' };
-    case 'polycam+': case 'polycam-': return { passes: polyChannels, kind: 'forward' };
-    case 'opticam': return { passes: o.iterations, kind: 'forward+backward' };
-    default: throw new Error(`'${method}' is not a sweep method`);
-  }
 }
 
 export async function runSweepBench(path: string, o: SweepBenchOptions): Promise<SweepBench> {
@@ -533,7 +516,7 @@ export async function runSweepBench(path: string, o: SweepBenchOptions): Promise
       layerInfo ??= { requested: L.requested, tensor: L.tensor, shape: L.shape.slice(1) };
       const [K, h, w] = L.shape.slice(1);
       const polyChannels = (first.info.poly ?? []).reduce((s, l) => s + l.shape[1], 0);
-      const { passes, kind } = sweepPasses(m.name, K, h, w, polyChannels, o, H, W);
+      const { passes, kind } = sweepPasses(m.sweep!, m.polyVariant, { K, h, w, polyChannels, H, W, masks: o.masks, iterations: o.iterations, patch: 64, stride: 8 });
       const passesPerSec = (passes * 1000) / timed.ms;
       const e: SweepBenchEntry = { method: m.name, passes, passKind: kind, wallMs: timed.ms, passesPerSec, ratioToBare: bare.passesPerSec / passesPerSec };
       entries.push(e);
