@@ -5,10 +5,10 @@ import { explain } from '../src/cam/explain.js';
 import { autoPolyLayers } from '../src/cam/polycam.js';
 import { Model } from '../src/model.js';
 import { InputError } from '../src/runtime/errors.js';
-import { BufferUsage } from '../src/runtime/gpu-constants.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { FIXTURES, npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
+import { watchReadbacks } from './helpers/readbacks.js';
 import { maxAbsDiff } from './helpers/compare.js';
 
 /**
@@ -138,27 +138,19 @@ describe.runIf(existsSync(join(DIR, 'fashion-resnet', 'polycam.json')))('Poly-CA
     const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
     const input = npy(join(REPO, polyMeta('fashion-resnet').input));
     const x = Tensor.fromData(ctx, input.data, input.shape);
-    const probe = ctx.device.createBuffer({ size: 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
-    const proto = Object.getPrototypeOf(probe) as { mapAsync: (...a: unknown[]) => Promise<void> };
-    probe.destroy();
-    const mapAsync = proto.mapAsync;
-    let reads = 0;
-    proto.mapAsync = function (this: unknown, ...a: unknown[]) {
-      reads++;
-      return mapAsync.apply(this, a);
-    };
+    const watch = watchReadbacks(ctx);
     try {
       const r = await explain(model, x, { methods: ['polycam', 'polycam+'] });
-      expect(reads).toBe(0);
+      expect(watch.count()).toBe(0);
       const first = await readTensors(ctx, r.methods.flatMap((mm) => [mm.map, ...mm.layerMaps!.map((l) => l.map)]));
-      expect(reads).toBe(1);
+      expect(watch.count()).toBe(1);
       r.dispose();
       const again = await explain(model, x, { methods: ['polycam', 'polycam+'] });
       const second = await readTensors(ctx, again.methods.flatMap((mm) => [mm.map, ...mm.layerMaps!.map((l) => l.map)]));
       again.dispose();
       first.forEach((a, i) => expect(Buffer.from(a.buffer).equals(Buffer.from(second[i].buffer))).toBe(true));
     } finally {
-      proto.mapAsync = mapAsync;
+      watch.restore();
       x.dispose();
       await model.dispose();
     }

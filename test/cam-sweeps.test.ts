@@ -6,6 +6,7 @@ import { Model } from '../src/model.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
+import { watchReadbacks } from './helpers/readbacks.js';
 import { riseMasksRef } from '../src/ops/rise.js';
 import { bilinearRef } from './reference/cpu.js';
 import { maxAbsDiff } from './helpers/compare.js';
@@ -301,5 +302,27 @@ describe('score sweeps', () => {
     got.forEach((m, i) => expect(maxAbsDiff(m, want[i]), methods[i]).toBeLessThan(1e-5));
     x.dispose();
     await model.dispose();
+  });
+
+  it('every sweep method reads nothing back until asked, then once for all their maps', async () => {
+    const ctx = await gpu();
+    const model = Model.fromBytes(ctx, new Uint8Array(readFileSync(join(REPO, 'models/fashion-resnet.onnx'))));
+    const x = Tensor.fromData(ctx, INPUT.data.subarray(0, 2 * 56 * 56), [2, 1, 56, 56]);
+    const watch = watchReadbacks(ctx);
+    try {
+      const r = await explain(model, x, {
+        methods: ['sweeps'], targets: TARGETS, layers: [LAYER], masks: 16, iterations: 3, polyLayers: ['layer1', 'layer2'], occlusion: { patch: 28, stride: 28 }, pixels: { mean: [0.286041], std: [0.353024] },
+      });
+      expect(watch.count()).toBe(0);
+      expect(r.methods.map((m) => m.method).sort()).toEqual(['ablationcam', 'iscam', 'occlusion', 'opticam', 'pixabcam', 'polycam', 'polycam+', 'polycam-', 'rise', 'scorecam', 'sscam']);
+      const maps = await readTensors(ctx, r.methods.flatMap((m) => [m.map, m.raw, ...(m.weights ? [m.weights] : []), ...(m.layerMaps ?? []).map((l) => l.map)]));
+      expect(watch.count()).toBe(1);
+      for (const m of maps) expect(m.every(Number.isFinite)).toBe(true);
+      r.dispose();
+    } finally {
+      watch.restore();
+      x.dispose();
+      await model.dispose();
+    }
   });
 });

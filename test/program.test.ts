@@ -95,6 +95,25 @@ describe('ProgramRunner: batch axes are declared, not inferred', () => {
   });
 });
 
+describe('ProgramRunner: chunking past an analysis cap', () => {
+  it('a whole batch that trips a size cap of its analysis (LimitError) is measured per image and split', async () => {
+    const runner = new ProgramRunner(capped, new WeightStore(capped));
+    // A build that refuses more than 3 images at once, as the pool-reads cap does for a big sweep.
+    const spec: ProgramSpec = {
+      key: 'capped-analysis',
+      build: (nb) => {
+        if (nb > 3) throw new LimitError(`toy: ${nb} images is over the cap`);
+        return toySpec().build(nb);
+      },
+    };
+    expect(runner.chunkSize(spec, 5)).toBe(2);
+    // One image over the cap is still an error.
+    const none: ProgramSpec = { key: 'capped-always', build: () => { throw new LimitError('toy: never'); } };
+    expect(() => runner.chunkSize(none, 5)).toThrow(LimitError);
+    await runner.dispose();
+  });
+});
+
 describe('ProgramRunner: ownership and errors', () => {
   it('tape constants are private to their program: two tapes naming different scalars const#0 do not collide', async () => {
     const ctx = await gpu();

@@ -439,6 +439,8 @@ export interface SweepBenchOptions {
   bareBatch: number;
   /** Bare forward passes timed for the throughput (whole batches). */
   bareImages: number;
+  /** Most rows per sweep pass (explain's batchSize); default: as many as the binding limit allows. */
+  sweepBatch?: number;
   json: boolean;
 }
 
@@ -500,7 +502,7 @@ export async function runSweepBench(path: string, o: SweepBenchOptions): Promise
     const entries: SweepBenchEntry[] = [];
     let layerInfo: SweepBench['layer'] | null = null;
     for (const m of methods) {
-      const options = { methods: [m.name], layers: [o.layer], masks: o.masks, iterations: o.iterations };
+      const options = { methods: [m.name], layers: [o.layer], masks: o.masks, iterations: o.iterations, batchSize: o.sweepBatch };
       const once = async () => {
         const t0 = performance.now();
         const r = await explain(model, x, options);

@@ -262,15 +262,16 @@ export function buildProgram(): Command {
     .option('--opti-iters <n>', '--sweeps: Opti-CAM iterations', positiveInt, 50)
     .option('--bare-batch <n>', '--sweeps: images per bare forward pass', positiveInt, 16)
     .option('--bare-images <n>', '--sweeps: images timed for the bare throughput', positiveInt, 256)
+    .option('--sweep-batch <n>', '--sweeps: most rows per sweep pass (default: what the binding limit allows)', positiveInt)
     .option('--json', 'machine-readable output', false)
-    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; explain: boolean; layer: string; methods?: string[]; mapsOut?: string; json: boolean; sweeps: boolean; masks: number; optiIters: number; bareBatch: number; bareImages: number }, cmd: Command) => {
+    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; explain: boolean; layer: string; methods?: string[]; mapsOut?: string; json: boolean; sweeps: boolean; masks: number; optiIters: number; bareBatch: number; bareImages: number; sweepBatch?: number }, cmd: Command) => {
       if (!o.model && !o.matmul && !o.train) throw new UsageError('give --model FILE, --matmul N and/or --train --arch NAME');
       if (o.explain && !o.model) throw new UsageError('--explain needs --model FILE');
       if (o.explain && o.grad) throw new UsageError('--explain and --grad are separate benchmarks; give one');
       const results: Record<string, unknown> = {};
       if (o.sweeps) {
         if (!o.model || !o.methods) throw new UsageError('--sweeps needs --model FILE and --methods NAME[,NAME…]');
-        results.sweeps = await runSweepBench(o.model, { methods: o.methods, layer: o.layer, masks: o.masks, iterations: o.optiIters, bareBatch: o.bareBatch, bareImages: o.bareImages, json: o.json });
+        results.sweeps = await runSweepBench(o.model, { methods: o.methods, layer: o.layer, masks: o.masks, iterations: o.optiIters, bareBatch: o.bareBatch, bareImages: o.bareImages, sweepBatch: o.sweepBatch, json: o.json });
       } else if (o.model && o.explain) {
         results.explain = await runExplainBench(o.model, { batch: o.batch, iters: o.iters, warmup: o.warmup, layer: o.layer, methods: o.methods, profile: o.profile, mapsOut: o.mapsOut, json: o.json });
       } else if (o.model) results.model = await runBench(o.model, o);

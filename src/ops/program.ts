@@ -228,7 +228,15 @@ export class ProgramRunner {
     };
     let chunk = cap;
     // Graphs with fixed shapes have no valid analysis at batch 1: that one is built only when needed.
-    if (measure(cap) > limit) {
+    // A whole batch past a size cap of the analysis (e.g. a pool's reads) is measured per image too.
+    let whole: number;
+    try {
+      whole = measure(cap);
+    } catch (e) {
+      if (!(e instanceof LimitError) || cap === 1) throw e;
+      whole = Infinity;
+    }
+    if (whole > limit) {
       const perImage = measure(1);
       if (perImage > limit) throw new LimitError(`${this.label}: one image needs a ${perImage}-byte tensor, over the activation binding limit ${limit}`);
       chunk = Math.max(1, Math.min(cap, Math.floor(limit / perImage)));
