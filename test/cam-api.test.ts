@@ -7,10 +7,10 @@ import { METHODS } from '../src/cam/methods.js';
 import { Model } from '../src/model.js';
 import type { GpuContext } from '../src/runtime/device.js';
 import { InputError, ShapeError } from '../src/runtime/errors.js';
-import { BufferUsage } from '../src/runtime/gpu-constants.js';
 import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
+import { watchReadbacks } from './helpers/readbacks.js';
 
 /**
  * explain() as a library: its readbacks, targets (argmax, per image, topK), CAM's head
@@ -40,20 +40,12 @@ afterAll(async () => {
 
 /** Counts mapAsync calls on every GPU buffer while `body` runs. */
 async function countReadbacks<T>(body: () => Promise<T>): Promise<{ value: T; count: number }> {
-  const probe = ctx.device.createBuffer({ size: 4, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
-  const proto = Object.getPrototypeOf(probe) as { mapAsync: (...a: unknown[]) => Promise<void> };
-  probe.destroy();
-  const original = proto.mapAsync;
-  let count = 0;
-  proto.mapAsync = function (this: unknown, ...a: unknown[]) {
-    count++;
-    return original.apply(this, a);
-  };
+  const watch = watchReadbacks(ctx);
   try {
     const value = await body();
-    return { value, count };
+    return { value, count: watch.count() };
   } finally {
-    proto.mapAsync = original;
+    watch.restore();
   }
 }
 

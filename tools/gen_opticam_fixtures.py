@@ -4,8 +4,8 @@
 CI never runs this script: it needs OPTI's util.py and pytorch-grad-cam (OPTI imports
 `activations_and_gradients` from it), which camgpu never vendors or copies.
 
-    git clone https://github.com/hanwei0912/OptiCAM /tmp/opti         # util.py
-    git clone https://github.com/jacobgil/pytorch-grad-cam /tmp/pgc    # or `git archive` mirrors
+    # a checkout of hanwei0912/OptiCAM (for util.py) in /tmp/opti, and of
+    # jacobgil/pytorch-grad-cam in /tmp/pgc, however you obtain them
     PYTHONPATH=/tmp/opti:/tmp/pgc/pytorch_grad_cam:/tmp/pgc_stubs /usr/bin/python3 \\
         tools/gen_opticam_fixtures.py --commit $(git -C /tmp/opti rev-parse HEAD)
 

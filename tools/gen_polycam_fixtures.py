@@ -4,8 +4,7 @@ camgpu's test/cam-polycam.test.ts.
 
 CI never runs this script: it needs POLY, which camgpu never vendors or copies.
 
-    git clone https://github.com/aenglebert/polycam /tmp/poly   # or, from a bare mirror:
-    #   git --git-dir=MIRROR archive HEAD polycam | tar -x -C /tmp/poly
+    # a checkout of aenglebert/polycam in /tmp/poly (or `git archive HEAD polycam` of a copy)
     PYTHONPATH=/tmp/poly /usr/bin/python3 tools/gen_polycam_fixtures.py --commit $(git -C /tmp/poly rev-parse HEAD)
 
 Per model (the part-1 CAM fixture's model, committed input and explicit targets; the torch
