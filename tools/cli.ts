@@ -5,8 +5,10 @@ import { readModelCardBeside } from '../src/io/model-card.js';
 import { formatNpy, parseNpy } from '../src/io/npy.js';
 import { CamgpuError, GpuContext, InputError, InternalError, loadModel, Tensor } from '../src/node.js';
 import { EXPLAIN_METHODS, runBench, runExplainBench, runMatmulBench, runSweepBench } from './bench.js';
+import { runEvalBench } from './bench-eval.js';
 import { runTrainBench } from './bench-train.js';
 import { collect, csv, meanStd, nonNegativeInt, positiveInt, positiveNumber, UsageError } from './args.js';
+import { addEvalCommand } from './eval.js';
 import { addExplainCommand } from './explain.js';
 import { loadInput } from './input.js';
 import { type ArchName, RECIPES, runTraining, runVerification } from './train.js';
@@ -240,6 +242,7 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output', false)
     .action(cmdGrad);
   addExplainCommand(program);
+  addEvalCommand(program);
   program
     .command('bench')
     .description('time forward passes: median, p10, p90 per batch, GFLOP/s, per-op GPU time')
@@ -263,13 +266,20 @@ export function buildProgram(): Command {
     .option('--bare-batch <n>', '--sweeps: images per bare forward pass', positiveInt, 16)
     .option('--bare-images <n>', '--sweeps: images timed for the bare throughput', positiveInt, 256)
     .option('--sweep-batch <n>', '--sweeps: most rows per sweep pass (default: what the binding limit allows)', positiveInt)
+    .option('--eval', 'time insertion+deletion (all steps, batched) of one image against the same number of bare forward passes', false)
+    .option('--preset <p>', '--eval: insertion/deletion preset (polycam, rise, torchcam)', 'polycam')
+    .option('--eval-batch <n>', '--eval: rows per pass, for the eval and the bare passes', positiveInt, 16)
     .option('--json', 'machine-readable output', false)
-    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; explain: boolean; layer: string; methods?: string[]; mapsOut?: string; json: boolean; sweeps: boolean; masks: number; optiIters: number; bareBatch: number; bareImages: number; sweepBatch?: number }, cmd: Command) => {
+    .action(async (o: { model?: string; batch: number[]; iters: number; warmup: number; profile: boolean; grad: boolean; matmul?: number; train: boolean; arch: string; optimizer?: string; explain: boolean; layer: string; methods?: string[]; mapsOut?: string; json: boolean; sweeps: boolean; masks: number; optiIters: number; bareBatch: number; bareImages: number; sweepBatch?: number; eval: boolean; preset: string; evalBatch: number }, cmd: Command) => {
       if (!o.model && !o.matmul && !o.train) throw new UsageError('give --model FILE, --matmul N and/or --train --arch NAME');
       if (o.explain && !o.model) throw new UsageError('--explain needs --model FILE');
       if (o.explain && o.grad) throw new UsageError('--explain and --grad are separate benchmarks; give one');
       const results: Record<string, unknown> = {};
-      if (o.sweeps) {
+      if (o.eval) {
+        if (!o.model) throw new UsageError('--eval needs --model FILE');
+        if (!['polycam', 'rise', 'torchcam'].includes(o.preset)) throw new UsageError(`--preset must be polycam, rise or torchcam, got '${o.preset}'`);
+        results.eval = await runEvalBench(o.model, { preset: o.preset as 'polycam' | 'rise' | 'torchcam', batch: o.evalBatch, iters: o.iters, json: o.json });
+      } else if (o.sweeps) {
         if (!o.model || !o.methods) throw new UsageError('--sweeps needs --model FILE and --methods NAME[,NAME…]');
         results.sweeps = await runSweepBench(o.model, { methods: o.methods, layer: o.layer, masks: o.masks, iterations: o.optiIters, bareBatch: o.bareBatch, bareImages: o.bareImages, sweepBatch: o.sweepBatch, json: o.json });
       } else if (o.model && o.explain) {
