@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Tape } from '../src/ops/tape.js';
 import { ProgramRunner } from '../src/ops/program.js';
+import { WeightStore } from '../src/runtime/weights.js';
 import { Tensor, readTensors } from '../src/runtime/tensor.js';
 import { blur, blurKernel1d, blurRef } from '../src/metrics/substrate.js';
 import { CAUSAL_PRESETS, ranksOf, trapezoidWeights } from '../src/metrics/causal.js';
@@ -24,7 +25,7 @@ import { rng } from './helpers/random.js';
 /** Runs a tape over host arrays; returns the named results. */
 async function evalTape(inputs: Record<string, { data: Float32Array; shape: number[] }>, build: (t: Tape, s: Record<string, Sym>) => Record<string, Sym>): Promise<Record<string, Float32Array>> {
   const ctx = await gpu();
-  const runner = new ProgramRunner(ctx);
+  const runner = new ProgramRunner(ctx, new WeightStore(ctx));
   const tensors = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, Tensor.fromData(ctx, v.data, v.shape, k)]));
   const run = await runner.run({
     key: `blocks|${Object.keys(inputs)}|${Object.values(inputs).map((v) => v.shape)}|${build.toString().length}|${Math.random()}`,

@@ -11,6 +11,8 @@ import { readTensors, Tensor } from '../runtime/tensor.js';
 import { CAUSAL_PRESETS, type CausalPresetName, causalPasses, insertionDeletion } from './causal.js';
 import { boxMask, compactness, complexity, cosineDistance, deadZone, energyInside, mapStats, pearson, pointingMaxima, sparseness } from './maps.js';
 import type { MetricRecord } from './records.js';
+import { cascadeLayers, cascadingRandomization } from './randomization.js';
+import { spearman, ssim } from './similarity.js';
 
 /**
  * The metric layer (SPEC §2): every metric declared once — its name, what it needs, whether
@@ -32,7 +34,7 @@ export interface MetricDef {
   group: GroupName;
 }
 
-type GroupName = 'causal' | 'confidence' | 'drop25' | 'maps' | 'boxes' | 'coherency' | 'sensitivity';
+type GroupName = 'causal' | 'confidence' | 'drop25' | 'maps' | 'boxes' | 'coherency' | 'sensitivity' | 'randomization';
 
 export const METRICS: readonly MetricDef[] = [
   { name: 'insertion', title: 'Insertion AUC', needs: ['model'], better: 'higher', group: 'causal' },
@@ -50,6 +52,8 @@ export const METRICS: readonly MetricDef[] = [
   { name: 'energy', title: 'Energy pointing game', needs: ['boxes'], better: 'higher', group: 'boxes' },
   { name: 'coherency', title: 'Coherency', needs: ['model', 'method'], better: 'higher', group: 'coherency' },
   { name: 'sensitivity', title: 'Max-sensitivity', needs: ['model', 'method'], better: 'lower', group: 'sensitivity' },
+  { name: 'randomization', title: 'Cascading randomization (Spearman)', needs: ['model', 'method'], better: 'lower', group: 'randomization' },
+  { name: 'randomization-ssim', title: 'Cascading randomization (SSIM)', needs: ['model', 'method'], better: 'lower', group: 'randomization' },
 ];
 
 export const METRIC_NAMES: readonly string[] = METRICS.map((m) => m.name);
@@ -100,6 +104,8 @@ export interface EvaluateOptions {
   /** Image names for the records (default the index plus imageOffset). */
   names?: readonly (string | number)[];
   imageOffset?: number;
+  /** Cascading randomization: the layers (default every parameterized one) and the seed of the new weights (default `seed`). */
+  randomization?: { layers?: readonly string[]; seed?: number };
   /** Options passed to explain for the methods (layers, score, …). */
   explain?: Omit<ExplainOptions, 'methods' | 'targets'>;
   /** Skip (image, method, metric) triples already known (resuming a journal). */
@@ -122,6 +128,8 @@ interface Pending {
   metric: string;
   values: Tensor;
   curve?: { tensor: Tensor; x: number[] };
+  /** A curve read as one [N] tensor per point (with a validity flag each); the value is their mean over valid points. */
+  parts?: { values: Tensor[]; valid: Tensor[]; x: number[]; labels: string[] };
   extra?: Record<string, Tensor>;
   /** Turns the item's read values into the record's value (null: undefined, with the reason). */
   finish?: (v: number, i: number, extra: Record<string, number>) => { value: number | null; undefined?: string };
@@ -251,6 +259,7 @@ export async function evaluate(model: Model, x: Tensor, options: EvaluateOptions
         owned.push(rho);
         list.push({ metric: 'coherency', values: rho, finish: (v) => ({ value: (v + 1) / 2 }) });
       }
+      if (groups.has('randomization') && method !== 'maps') list.push(...(await randomizationCurves(model, x, maps, method, clean.seed, options, want)));
       if (groups.has('sensitivity') && method !== 'maps') {
         const phi = options.sensitivity?.of === 'attribution' ? own(await mapsOf(model, x, method, clean.seed, options, 'attribution')) : maps;
         const s = await maxSensitivity(model, x, phi, method, clean.seed, options);
@@ -264,6 +273,8 @@ export async function evaluate(model: Model, x: Tensor, options: EvaluateOptions
     for (const list of pending.values()) for (const p of list) {
       all.push(p.values);
       if (p.curve) all.push(p.curve.tensor);
+      if (p.parts) all.push(...p.parts.values, ...p.parts.valid);
+      if (p.parts) owned.push(...p.parts.values, ...p.parts.valid);
       for (const t of Object.values(p.extra ?? {})) all.push(t);
     }
     const uniq = [...new Set(all)];
@@ -296,6 +307,17 @@ export async function evaluate(model: Model, x: Tensor, options: EvaluateOptions
             if (curve) {
               rec.curve = Array.from(curve.subarray(i * P, (i + 1) * P));
               rec.curveX = p.curve!.x;
+            }
+            if (p.parts) {
+              // One point per cascade step; a step where the pair is undefined (a constant map) is null.
+              const pts = p.parts.values.map((t, k) => (host.get(p.parts!.valid[k])![i] > 0 ? host.get(t)![i] : null));
+              delete rec.undefined;
+              const ok = pts.filter((q): q is number => q !== null);
+              rec.value = ok.length ? ok.reduce((a, b) => a + b, 0) / ok.length : null;
+              if (rec.value === null) rec.undefined = 'undefined at every step (constant maps)';
+              rec.curve = pts.map((q) => q ?? Number.NaN);
+              rec.curveX = p.parts.x;
+              rec.extra = { layers: p.parts.labels.join(' '), last: pts[pts.length - 1] };
             }
           }
           if (p.metric === 'insertion' || p.metric === 'deletion') rec.extra = { preset: options.preset ?? 'polycam', granularity: options.granularity ?? 1 };
@@ -506,6 +528,58 @@ async function remapped(model: Model, x: Tensor, maps: Tensor, method: string, s
   } finally {
     masked.dispose();
   }
+}
+
+/**
+ * Cascading randomization (SPEC §2; Adebayo et al. 2018; Quantus MPRT): the model's layers
+ * re-initialized cumulatively from the output backwards, the method's maps recomputed after
+ * each step, and their Spearman rank correlation (average ranks for ties, from the GPU sort)
+ * and SSIM (Quantus's flattened layout) with the original maps. The value is the mean over
+ * the steps (Quantus's return_average_correlation); the curve is per step.
+ */
+async function randomizationCurves(model: Model, x: Tensor, maps: Tensor, method: string, seed: Tensor, o: EvaluateOptions, want: (n: string) => boolean): Promise<Pending[]> {
+  const [N, H, W] = maps.shape;
+  const layers = cascadeLayers(model.graph, { layers: o.randomization?.layers });
+  if (layers.length === 0) throw new InputError(`randomization: ${model.graph.file} has no parameterized layer (Conv, Gemm, MatMul with constant weights, BatchNormalization) to re-initialize`);
+  const sp: { values: Tensor[]; valid: Tensor[] } = { values: [], valid: [] };
+  const ss: { values: Tensor[]; valid: Tensor[] } = { values: [], valid: [] };
+  const labels: string[] = [];
+  for await (const step of cascadingRandomization(model, { seed: o.randomization?.seed ?? o.seed ?? 0, layers: o.randomization?.layers })) {
+    labels.push(step.layer.module ?? step.layer.node);
+    const again = await mapsOf(step.model, x, method, seed, o);
+    try {
+      const run = await model.runProgram({
+        key: `eval-similarity|${N}|${H}|${W}`,
+        batch: N,
+        split: false,
+        build: (nb) => {
+          const t = new Tape();
+          const a = t.input('a', [nb, H, W]);
+          const b = t.input('b', [nb, H, W]);
+          const r = spearman(t, t.reshape(a, [nb, H * W]), t.reshape(b, [nb, H * W]));
+          const q = ssim(t, a, b);
+          return { graph: t.graph, names: new Map([['sp', r.value.name], ['spv', r.valid.name], ['ss', q.value.name], ['ssv', q.valid.name]]) };
+        },
+        feeds: { a: { tensor: maps, batchAxis: 0 }, b: { tensor: again, batchAxis: 0 } },
+        results: { sp: { batchAxis: 0 }, spv: { batchAxis: 0 }, ss: { batchAxis: 0 }, ssv: { batchAxis: 0 } },
+        label: 'eval-randomization',
+      });
+      sp.values.push(run.results.get('sp')!);
+      sp.valid.push(run.results.get('spv')!);
+      ss.values.push(run.results.get('ss')!);
+      ss.valid.push(run.results.get('ssv')!);
+    } finally {
+      again.dispose();
+    }
+  }
+  const x01 = labels.map((_, k) => k + 1);
+  const out: Pending[] = [];
+  const drop = (p: { values: Tensor[]; valid: Tensor[] }) => [...p.values, ...p.valid].forEach((t) => t.dispose());
+  if (want('randomization')) out.push({ metric: 'randomization', values: sp.values[0], parts: { ...sp, x: x01, labels } });
+  else drop(sp);
+  if (want('randomization-ssim')) out.push({ metric: 'randomization-ssim', values: ss.values[0], parts: { ...ss, x: x01, labels } });
+  else drop(ss);
+  return out;
 }
 
 /** One method's final maps (or input attributions) of images x for the given seeds, everything else released. */
