@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ACTIVATION_KINDS, type Activation, type ActivationKind, type ActivationOf, activateCpu, activationGradientReads } from '../src/ops/activation.js';
 import { gatherRowsRef } from '../src/ops/gather.js';
 import { sortRef } from '../src/ops/sort.js';
+import { imputeRef, imputeResidualRef } from '../src/ops/impute.js';
 import { randomRef } from '../src/ops/random.js';
 import { riseMasksRef } from '../src/ops/rise.js';
 import { gradients } from '../src/ops/autodiff.js';
@@ -370,6 +371,20 @@ const CASES: { [K in OpKind]: Case[] } = {
     record: (t, [x]) => t.sort(x, { output, descending }),
     ref: ([x]) => sortRef(x, 37, { output, descending }),
   })),
+  // keep = 1 where the second feed is > 0 (about half the pixels), per image.
+  impute: [{
+    name: 'two channels of 5×6 with about half the pixels removed, solved by CG against a banded float64 solve',
+    feeds: [batched([2, 5, 6]), batched([1, 5, 6])],
+    record: (t, [x, k]) => t.impute(x, t.where(t.activation(k, { kind: 'relu' }), t.scalar(1), t.scalar(0)), { iterations: 60, tolerance: 1e-7 }),
+    ref: ([x, k], [xs]) => imputeRef(x, xs, k.map((v) => (v > 0 ? 1 : 0))),
+    wrt: [],
+  }],
+  impute_residual: [{
+    name: 'residual of an arbitrary fill of 2×5×6 images',
+    feeds: [batched([2, 5, 6]), batched([1, 5, 6])],
+    record: (t, [f, k]) => t.imputeResidual(f, t.where(t.activation(k, { kind: 'relu' }), t.scalar(1), t.scalar(0))),
+    ref: ([f, k], [fs]) => imputeResidualRef(f, fs, k.map((v) => (v > 0 ? 1 : 0))),
+  }],
   onehot_argmax: [{
     name: 'one-hot rows',
     feeds: [batched([6], 'distinct')],

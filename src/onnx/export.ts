@@ -354,6 +354,8 @@ class GraphWriter {
     gather_rows: null,
     rise_masks: null,
     sort: null,
+    impute: null,
+    impute_residual: null,
     random: null,
     conv_grad_input: null,
     conv_grad_weight: null,

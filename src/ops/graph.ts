@@ -6,6 +6,7 @@ import type { Pool2dAttrs } from './pool.js';
 import type { RandomAttrs } from './random.js';
 import type { RiseAttrs } from './rise.js';
 import type { SortAttrs } from './sort.js';
+import type { ImputeAttrs } from './impute.js';
 import type { ReduceKind } from './reduce.js';
 import type { BilinearOptions } from './resample.js';
 import type { BinaryOpKind } from '../shaders/elementwise.js';
@@ -56,6 +57,14 @@ export type GraphOp =
   | { kind: 'rise_masks'; node: OpOrigin; inputs: [string]; output: string; attrs: RiseAttrs }
   /** Each row of the last axis sorted (stable; values or source indices as f32) (src/ops/sort.ts). */
   | { kind: 'sort'; node: OpOrigin; inputs: [string]; output: string; attrs: SortAttrs }
+  /**
+   * Noisy linear imputation without the noise (ROAD): x [N, C, H, W] with the pixels where
+   * keep ([N, 1, H, W] or [N, H, W]) is ≤ 0.5 filled by the weighted mean of their 8
+   * neighbours, all of an image solved together by conjugate gradients (src/ops/impute.ts).
+   */
+  | { kind: 'impute'; node: OpOrigin; inputs: [string, string]; output: string; attrs: ImputeAttrs }
+  /** ‖b − A·u‖ / ‖b‖ per image [N] of an imputed image (inputs: filled, keep), recomputed from scratch. */
+  | { kind: 'impute_residual'; node: OpOrigin; inputs: [string, string]; output: string }
   /** One-hot rows at the argmax of each row of a [N, C] tensor; has no gradient. */
   | { kind: 'onehot_argmax'; node: OpOrigin; inputs: [string]; output: string }
   // Vector-Jacobian products, appended by autodiff.

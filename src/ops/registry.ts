@@ -20,6 +20,7 @@ import { gatherRowsShape, lowerGatherRows } from './gather.js';
 import { lowerRandom, randomShapeCheck } from './random.js';
 import { lowerRiseMasks, riseShape } from './rise.js';
 import { lowerSort, sortShape } from './sort.js';
+import { imputeResidualShape, imputeShape, lowerImpute, lowerImputeResidual } from './impute.js';
 import { lowerBilinear, lowerBilinearGrad } from './resample.js';
 import type { BoundTensor, LowerEnv, Lowered } from './types.js';
 
@@ -341,6 +342,21 @@ export const OPS: OpRegistry = {
     lower: (c) => lowerSort(c.env, c.input(0), c.output(), c.op.attrs),
     // Percentiles and orderings read sorted values as data; no method differentiates through them.
     vjp: 'none',
+    modelFlops: noFlops,
+  },
+  impute: {
+    shape: (op, [x, keep], _d, where) => imputeShape(where, x, keep, op.attrs),
+    lower: (c) => lowerImpute(c.env, c.input(0), c.input(1), c.output(), c.op.attrs),
+    // An iterative solve's VJP would be another solve with Aᵀ = A; ROAD only scores the filled images.
+    vjp: (c) => {
+      throw new InputError(`no gradient for impute ('${c.op.node.name}'): noisy linear imputation is not differentiable in camgpu (ROAD scores its output, nothing differentiates through it)`);
+    },
+    modelFlops: noFlops,
+  },
+  impute_residual: {
+    shape: (_op, [filled, keep], _d, where) => imputeResidualShape(where, filled, keep),
+    lower: (c) => lowerImputeResidual(c.env, c.input(0), c.input(1), c.output()),
+    vjp: 'zero',
     modelFlops: noFlops,
   },
   onehot_argmax: {

@@ -8,6 +8,7 @@ import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, Sym, TapeOps } from '
 import type { RandomAttrs } from './random.js';
 import type { RiseAttrs } from './rise.js';
 import type { SortAttrs } from './sort.js';
+import type { ImputeAttrs } from './impute.js';
 import type { ReduceKind } from './reduce.js';
 import { inferShape } from './registry.js';
 import type { BilinearOptions } from './resample.js';
@@ -215,6 +216,16 @@ export class Tape implements TapeOps {
   /** Each row of the last axis sorted, stably (ties keep their order): the values, or where each came from. */
   sort(x: Sym, attrs: SortAttrs): Sym {
     return this.record({ kind: 'sort', inputs: [x.name], attrs }, null, { name: `sort_${attrs.output}`, opType: 'Sort' });
+  }
+
+  /** x [N, C, H, W] with every pixel where keep ([N, 1, H, W] or [N, H, W]) is ≤ 0.5 filled by noisy linear imputation's linear part (no noise). */
+  impute(x: Sym, keep: Sym, attrs: ImputeAttrs): Sym {
+    return this.record({ kind: 'impute', inputs: [x.name, keep.name], attrs }, null, { name: 'impute', opType: 'Impute' });
+  }
+
+  /** ‖b − A·u‖ / ‖b‖ per image [N] of an imputed image and its keep mask. */
+  imputeResidual(filled: Sym, keep: Sym): Sym {
+    return this.record({ kind: 'impute_residual', inputs: [filled.name, keep.name] }, null, { name: 'impute_residual', opType: 'ImputeResidual' });
   }
 
   onehotArgmax(x: Sym): Sym {
