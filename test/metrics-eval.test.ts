@@ -3,9 +3,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { explain } from '../src/cam/explain.js';
 import { Model } from '../src/model.js';
-import { Tensor } from '../src/runtime/tensor.js';
+import { readTensors, Tensor } from '../src/runtime/tensor.js';
 import { evaluate } from '../src/metrics/evaluate.js';
 import { cascadeLayers, randomizedCopy } from '../src/metrics/randomization.js';
+import { roadScores } from '../src/metrics/road.js';
 import type { MetricRecord } from '../src/metrics/records.js';
 import { npy } from './helpers/fixtures.js';
 import { gpu } from './helpers/gpu.js';
@@ -133,4 +134,39 @@ describe('evaluate against direct recomputation', () => {
     expect(Math.max(...last.map(Math.abs))).toBeLessThan(0.9);
     x.dispose();
   }, 120_000);
+
+  it("ROAD and ARCC: evaluate's records are roadScores' curves, PGC's ROADCombined and arcc.py's harmonic mean of its parts", async () => {
+    const { ctx, model, x } = await setup();
+    const r = await evaluate(model, x, { methods: ['gradcam'], targets: TARGETS, metrics: ['road-morf', 'road-lerf', 'road', 'arcc', 'complexity', 'coherency'], seed: 2, road: { percentages: [20, 50, 80] } });
+    const S = await gradcamMaps(model, x);
+    const maps = Tensor.fromData(ctx, S, [3, 56, 56], 'maps');
+    const seedHost = new Float32Array(30);
+    TARGETS.forEach((c, i) => (seedHost[i * 10 + c] = 1));
+    const seed = Tensor.fromData(ctx, seedHost, [3, 10], 'seed');
+    const direct = async (order: 'morf' | 'lerf', percentages: number[]) => {
+      const d = await roadScores(model, x, maps, seed, { order, percentages, seed: 2, images: [0, 1, 2] });
+      const [sc] = await readTensors(ctx, [d.scores]);
+      for (const t of [d.scores, d.clean, d.diff, d.mean, d.residual]) t.dispose();
+      return TARGETS.map((_, i) => Array.from(sc.subarray(i * percentages.length, (i + 1) * percentages.length)));
+    };
+    const morf = await direct('morf', [20, 50, 80]);
+    const lerf = await direct('lerf', [20, 50, 80]);
+    const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+    by(r.records, 'road-morf').forEach((rec, i) => {
+      expect(rec.curve).toEqual(morf[i]);
+      expect(rec.value!).toBeCloseTo(mean(morf[i]), 6);
+      expect(rec.extra!.residual as number).toBeLessThan(1e-4);
+    });
+    by(r.records, 'road').forEach((rec, i) => expect(rec.value!).toBeCloseTo((mean(lerf[i]) - mean(morf[i])) / 2, 6));
+    const m4 = await direct('morf', [20, 40, 60, 80]);
+    const l4 = await direct('lerf', [20, 40, 60, 80]);
+    const cx = by(r.records, 'complexity');
+    const coh = by(r.records, 'coherency');
+    by(r.records, 'arcc').forEach((rec, i) => {
+      const road = Math.min(1, Math.max(0, 2 * ((mean(l4[i]) - mean(m4[i])) / 2)));
+      const want = 3 / (1 / (coh[i].value! + 1e-8) + 1 / (1 - cx[i].value! + 1e-8) + 1 / (road + 1e-8));
+      expect(rec.value!).toBeCloseTo(want, 5);
+    });
+    for (const t of [maps, seed, x]) t.dispose();
+  }, 180_000);
 });

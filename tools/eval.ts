@@ -21,6 +21,7 @@ import { collect, csv, meanStd, nonNegativeInt, positiveInt, UsageError } from '
 import { loadFashionMnist, preprocess as preprocessFashion } from './fashion-mnist.js';
 import { type HostInput, inputCount, type InputOptions, inputTensor, readInput, resolvePreprocessing, type Preprocessing } from './input.js';
 import { Journal } from './journal.js';
+import { makeDapImages } from '../src/metrics/dap.js';
 import { writeReport } from './report.js';
 
 export interface EvalCliOptions extends InputOptions {
@@ -56,6 +57,11 @@ interface EvalInput {
   /** Image i's size before preprocessing (boxes are given in those pixels), when known. */
   sourceSize(i: number): [number, number] | null;
   prep: Preprocessing | null;
+  /** Inputs that come with their own ground truth (DAP): boxes in model-input pixels, targets, and per-image notes. */
+  boxes?: Box[][];
+  targets?: number[];
+  notes?: Record<string, number | string | boolean>[];
+  dispose?: () => void;
 }
 
 /** --dataset fashion-mnist[:test|:train][:N]: the first N images of the split (default test, all). */
@@ -70,6 +76,41 @@ export function parseDataset(v: string): { split: 'test' | 'train'; count: numbe
     else throw new UsageError(`--dataset ${v}: '${p}' is neither a split (test, train) nor an image count`);
   }
   return { split, count };
+}
+
+/**
+ * --dataset dap1[:N] / dap2[:N]: Pixab-CAM's adversarial-patch images (seed 002 §2), made on
+ * the GPU for this model (targeted iterative FGSM on a zero image); each patch is the ground
+ * truth box of the pointing and energy games, its class the target.
+ */
+async function dapInput(v: string, ctx: GpuContext, model: Model, card: ModelCard | null, seed: number): Promise<EvalInput> {
+  const [variant, n] = v.split(':');
+  const count = n === undefined ? 16 : Number(n);
+  if (!Number.isInteger(count) || count < 1) throw new UsageError(`--dataset ${v}: the image count must be a whole number ≥ 1`);
+  const shape = model.defaultInputShape(1);
+  if (shape.length !== 4) throw new InputError(`--dataset ${variant}: the model must take images [N, C, H, W], it takes [${shape}]`);
+  const image: [number, number, number] = [shape[1], shape[2], shape[3]];
+  const pixels = card ? { mean: card.mean, std: card.std } : undefined;
+  const d = await makeDapImages(model, { count, variant: variant as 'dap1' | 'dap2', seed, image, pixels });
+  const per = image[0] * image[1] * image[2];
+  return {
+    count,
+    names: Array.from({ length: count }, (_, i) => i),
+    tensor: (c, from, to) => {
+      const t = Tensor.empty(c, [to - from, ...image], 'eval-dap');
+      const enc = c.device.createCommandEncoder({ label: 'eval-dap' });
+      enc.copyBufferToBuffer(d.x.buffer, d.x.byteOffset + from * per * 4, t.buffer, t.byteOffset, (to - from) * per * 4);
+      c.device.queue.submit([enc.finish()]);
+      return t;
+    },
+    labels: null,
+    sourceSize: () => [image[1], image[2]],
+    prep: pixels ? { size: [image[1], image[2]], mode: 'resize', channels: image[0] as 1 | 3, normalize: pixels } : null,
+    boxes: d.boxes.map((list) => list.map(([x0, y0, x1, y1]) => [x0, y0, x1, y1] as const)),
+    targets: d.targets,
+    notes: d.success.map((ok, i) => ({ dap: variant, attackSucceeded: ok, predicted: d.predicted[i], patches: d.patches[i].length })),
+    dispose: () => d.x.dispose(),
+  };
 }
 
 function datasetInput(v: string, card: ModelCard | null, model: Model): EvalInput {
@@ -180,7 +221,10 @@ export async function cmdEval(o: EvalCliOptions): Promise<void> {
   const card = readModelCardBeside(o.model);
   const given = [o.dataset !== undefined, o.image.length > 0 || o.images !== undefined || o.inputNpy !== undefined].filter(Boolean).length;
   if (given > 1) throw new UsageError('give --dataset or image inputs (--image, --images, --input-npy), not both');
-  const input = o.dataset !== undefined ? datasetInput(o.dataset, card, model) : hostInput(o, readInput(o, 'give --images DIR, --image FILE, --dataset fashion-mnist[:test][:N] or --input-npy FILE'), model, card);
+  const dap = o.dataset !== undefined && /^dap[12](:|$)/.test(o.dataset);
+  const input = dap ? await dapInput(o.dataset!, ctx, model, card, o.seed ?? 0)
+    : o.dataset !== undefined ? datasetInput(o.dataset, card, model)
+      : hostInput(o, readInput(o, 'give --images DIR, --image FILE, --dataset fashion-mnist[:test][:N]|dap1[:N]|dap2[:N] or --input-npy FILE'), model, card);
   const first = input.tensor(ctx, 0, 1);
   const [, C, H, W] = first.shape;
   first.dispose();
@@ -191,8 +235,11 @@ export async function cmdEval(o: EvalCliOptions): Promise<void> {
     if (o.dataset !== undefined) throw new UsageError('--labels: the dataset has its own labels');
     labels = parseLabels(readText(o.labels), o.labels, input.names, classes);
   }
-  let boxes: Box[][] | null = null;
-  if (o.boxes !== undefined) boxes = parseBoxes(readText(o.boxes), o.boxes, input, [H, W]);
+  let boxes: Box[][] | null = input.boxes ?? null;
+  if (o.boxes !== undefined) {
+    if (input.boxes) throw new UsageError('--boxes: the DAP images come with their patch boxes');
+    boxes = parseBoxes(readText(o.boxes), o.boxes, input, [H, W]);
+  }
 
   let maps: Float32Array | null = null;
   if (o.maps !== undefined) {
@@ -205,7 +252,10 @@ export async function cmdEval(o: EvalCliOptions): Promise<void> {
   // Targets: argmax, one class, one per image, or the labels.
   const classSpec = o.class.trim().toLowerCase();
   let targetList: number[] | 'argmax' = 'argmax';
-  if (classSpec === 'label' || classSpec === 'labels') {
+  if (input.targets) {
+    if (classSpec !== 'argmax') throw new UsageError('--class: the DAP images are explained for the classes of their patches');
+    targetList = input.targets;
+  } else if (classSpec === 'label' || classSpec === 'labels') {
     if (!labels) throw new UsageError('--class labels needs --labels (or a --dataset)');
     targetList = labels;
   } else if (classSpec !== 'argmax') {
@@ -272,7 +322,8 @@ export async function cmdEval(o: EvalCliOptions): Promise<void> {
         });
         const fresh: MetricRecord[] = r.records.map((rec) => {
           const i = input.names.indexOf(rec.image);
-          return labels ? { ...rec, extra: { ...rec.extra, label: labels[i] } } : rec;
+          const note = input.notes?.[i];
+          return labels || note ? { ...rec, extra: { ...rec.extra, ...(labels ? { label: labels[i] } : {}), ...note } } : rec;
         });
         journal.append(fresh);
         for (const rec of fresh) done.add(key3(rec.image, rec.method, rec.metric));
@@ -307,6 +358,7 @@ export async function cmdEval(o: EvalCliOptions): Promise<void> {
     else process.stdout.write(`eval: ${imagesDone} images evaluated (${input.count - imagesDone} from the journal), ${methodNames.length} method(s) × ${metricNames.length} metric(s) in ${seconds.toFixed(1)} s${imagesDone ? ` (${(imagesDone / seconds).toFixed(2)} images/s)` : ''}; results in ${o.out}\n`);
   } finally {
     journal.close();
+    input.dispose?.();
     await model.dispose();
   }
 }
@@ -332,7 +384,7 @@ export function addEvalCommand(program: Command): void {
     .option('--images <dir>', 'every PNG/JPEG file of a folder')
     .option('--image <files>', 'PNG/JPEG image(s), comma-separated or repeated', collect, [])
     .option('--input-npy <file>', 'float32 NCHW .npy batch, used as is')
-    .option('--dataset <name>', 'fashion-mnist[:test|:train][:N] (the first N images of the split)')
+    .option('--dataset <name>', "fashion-mnist[:test|:train][:N] (the first N images of the split), or dap1[:N] / dap2[:N] (Pixab-CAM's adversarial-patch images made for the model: patch boxes and classes are the ground truth)")
     .option('--labels <file>', 'labels.csv: file,label per image (recorded; --class labels scores them)')
     .option('--boxes <file>', 'boxes.json: { "<file>": [[x0, y0, x1, y1], …] } in source-image pixels (pointing and energy games)')
     .option('--methods <names>', "methods, comma-separated, or 'all' (every single-pass method)", collect, [])

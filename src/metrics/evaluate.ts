@@ -12,6 +12,7 @@ import { CAUSAL_PRESETS, type CausalPresetName, causalPasses, insertionDeletion 
 import { boxMask, compactness, complexity, cosineDistance, deadZone, energyInside, mapStats, pearson, pointingMaxima, sparseness } from './maps.js';
 import type { MetricRecord } from './records.js';
 import { cascadeLayers, cascadingRandomization } from './randomization.js';
+import { ROAD_PERCENTAGES, type RoadResult, roadScores } from './road.js';
 import { spearman, ssim } from './similarity.js';
 
 /**
@@ -34,7 +35,7 @@ export interface MetricDef {
   group: GroupName;
 }
 
-type GroupName = 'causal' | 'confidence' | 'drop25' | 'maps' | 'boxes' | 'coherency' | 'sensitivity' | 'randomization';
+type GroupName = 'causal' | 'confidence' | 'drop25' | 'maps' | 'boxes' | 'coherency' | 'sensitivity' | 'randomization' | 'road' | 'arcc';
 
 export const METRICS: readonly MetricDef[] = [
   { name: 'insertion', title: 'Insertion AUC', needs: ['model'], better: 'higher', group: 'causal' },
@@ -51,6 +52,10 @@ export const METRICS: readonly MetricDef[] = [
   { name: 'pointing', title: 'Pointing game', needs: ['boxes'], better: 'higher', group: 'boxes' },
   { name: 'energy', title: 'Energy pointing game', needs: ['boxes'], better: 'higher', group: 'boxes' },
   { name: 'coherency', title: 'Coherency', needs: ['model', 'method'], better: 'higher', group: 'coherency' },
+  { name: 'road-morf', title: 'ROAD MoRF (mean score)', needs: ['model'], better: 'lower', group: 'road' },
+  { name: 'road-lerf', title: 'ROAD LeRF (mean score)', needs: ['model'], better: 'higher', group: 'road' },
+  { name: 'road', title: 'ROAD combined (LeRF − MoRF)/2', needs: ['model'], better: 'higher', group: 'road' },
+  { name: 'arcc', title: 'ARCC', needs: ['model', 'method'], better: 'higher', group: 'arcc' },
   { name: 'sensitivity', title: 'Max-sensitivity', needs: ['model', 'method'], better: 'lower', group: 'sensitivity' },
   { name: 'randomization', title: 'Cascading randomization (Spearman)', needs: ['model', 'method'], better: 'lower', group: 'randomization' },
   { name: 'randomization-ssim', title: 'Cascading randomization (SSIM)', needs: ['model', 'method'], better: 'lower', group: 'randomization' },
@@ -104,6 +109,8 @@ export interface EvaluateOptions {
   /** Image names for the records (default the index plus imageOffset). */
   names?: readonly (string | number)[];
   imageOffset?: number;
+  /** ROAD: percentages (default 10…90), noise std (default 0.01), conjugate-gradient iterations and tolerance. */
+  road?: { percentages?: readonly number[]; noise?: number; iterations?: number; tolerance?: number };
   /** Cascading randomization: the layers (default every parameterized one) and the seed of the new weights (default `seed`). */
   randomization?: { layers?: readonly string[]; seed?: number };
   /** Options passed to explain for the methods (layers, score, …). */
@@ -128,6 +135,8 @@ interface Pending {
   metric: string;
   values: Tensor;
   curve?: { tensor: Tensor; x: number[] };
+  /** A [N, P] tensor whose row maximum is recorded as extra.residual (ROAD's solver residual). */
+  residual?: Tensor;
   /** A curve read as one [N] tensor per point (with a validity flag each); the value is their mean over valid points. */
   parts?: { values: Tensor[]; valid: Tensor[]; x: number[]; labels: string[] };
   extra?: Record<string, Tensor>;
@@ -222,7 +231,7 @@ export async function evaluate(model: Model, x: Tensor, options: EvaluateOptions
     for (const [method, maps] of mapsByMethod) {
       const list: Pending[] = [];
       pending.set(method, list);
-      const stats = await runMapsProgram(model, maps, { region, regionTol, activation: activationMaps, dead, want });
+      const stats = await runMapsProgram(model, maps, { region, regionTol, activation: activationMaps, dead, want: (n: string) => want(n) || (n === 'complexity' && want('arcc')) });
       for (const t of stats.values()) owned.push(t);
       list.push({ metric: '#stats', values: stats.get('sum')!, extra: { min: stats.get('min')!, max: stats.get('max')! } });
       for (const name of ['compactness', 'complexity', 'sparseness', 'deadzone', 'doa', 'energy'] as const) {
@@ -259,6 +268,43 @@ export async function evaluate(model: Model, x: Tensor, options: EvaluateOptions
         owned.push(rho);
         list.push({ metric: 'coherency', values: rho, finish: (v) => ({ value: (v + 1) / 2 }) });
       }
+      if (groups.has('road') || groups.has('arcc')) {
+        const road = async (order: 'morf' | 'lerf', percentages: readonly number[]): Promise<RoadResult> => {
+          const r = await roadScores(model, x, maps, clean.seed, { order, percentages, noise: options.road?.noise, seed: options.seed, images: image.map((i) => i + (options.imageOffset ?? 0)), iterations: options.road?.iterations, tolerance: options.road?.tolerance, maxChunk: options.maxChunk });
+          owned.push(r.scores, r.clean, r.diff, r.mean, r.residual);
+          if (r.keep) owned.push(r.keep);
+          return r;
+        };
+        if (groups.has('road')) {
+          const percentages = options.road?.percentages ?? ROAD_PERCENTAGES;
+          const morf = await road('morf', percentages);
+          const lerf = await road('lerf', percentages);
+          const x100 = [...percentages];
+          if (want('road-morf')) list.push({ metric: 'road-morf', values: morf.mean, curve: { tensor: morf.scores, x: x100 }, residual: morf.residual });
+          if (want('road-lerf')) list.push({ metric: 'road-lerf', values: lerf.mean, curve: { tensor: lerf.scores, x: x100 }, residual: lerf.residual });
+          // pytorch-grad-cam's ROADCombined: (mean LeRF difference − mean MoRF difference)/2; the clean score cancels.
+          if (want('road')) list.push({ metric: 'road', values: lerf.mean, extra: { morf: morf.mean }, finish: (v, _i, e) => ({ value: (v - e.morf) / 2 }) });
+        }
+        if (groups.has('arcc') && method !== 'maps') {
+          // pytorch-grad-cam's ARCC (metrics/arcc.py): ROAD at 20/40/60/80 %, scaled ×2 and clipped to
+          // [0, 1], complexity and coherency, combined by the harmonic mean its code computes (its
+          // docstring says geometric).
+          const morf = await road('morf', [20, 40, 60, 80]);
+          const lerf = await road('lerf', [20, 40, 60, 80]);
+          const again = own(await remapped(model, x, maps, method, clean.seed, options, space));
+          const rho = own(await pearsonProgram(model, again, maps));
+          const cx = stats.get('complexity') ?? stats.get('compactness');
+          if (!cx) throw new Error('internal: ARCC needs the complexity of the maps');
+          list.push({
+            metric: 'arcc', values: lerf.mean, extra: { morf: morf.mean, rho, complexity: cx },
+            finish: (v, _i, e) => {
+              const roadV = Math.min(1, Math.max(0, v - e.morf));
+              const coherency = (e.rho + 1) / 2;
+              return { value: 3 / (1 / (coherency + 1e-8) + 1 / (1 - e.complexity + 1e-8) + 1 / (roadV + 1e-8)) };
+            },
+          });
+        }
+      }
       if (groups.has('randomization') && method !== 'maps') list.push(...(await randomizationCurves(model, x, maps, method, clean.seed, options, want)));
       if (groups.has('sensitivity') && method !== 'maps') {
         const phi = options.sensitivity?.of === 'attribution' ? own(await mapsOf(model, x, method, clean.seed, options, 'attribution')) : maps;
@@ -274,6 +320,7 @@ export async function evaluate(model: Model, x: Tensor, options: EvaluateOptions
       all.push(p.values);
       if (p.curve) all.push(p.curve.tensor);
       if (p.parts) all.push(...p.parts.values, ...p.parts.valid);
+      if (p.residual) all.push(p.residual);
       if (p.parts) owned.push(...p.parts.values, ...p.parts.valid);
       for (const t of Object.values(p.extra ?? {})) all.push(t);
     }
@@ -321,6 +368,11 @@ export async function evaluate(model: Model, x: Tensor, options: EvaluateOptions
             }
           }
           if (p.metric === 'insertion' || p.metric === 'deletion') rec.extra = { preset: options.preset ?? 'polycam', granularity: options.granularity ?? 1 };
+          if (p.residual && rec.value !== null) {
+            const res = host.get(p.residual)!;
+            const P2 = res.length / N;
+            rec.extra = { ...rec.extra, residual: Math.max(...Array.from(res.subarray(i * P2, (i + 1) * P2))) };
+          }
           records.push(rec);
         }
       }
@@ -341,6 +393,8 @@ function passesOf(m: MetricDef, N: number, H: number, W: number, o: EvaluateOpti
     case 'insertion': case 'deletion': return N * causalPasses(H, W, { preset: o.preset, granularity: o.granularity, games: [m.name] });
     case 'ad': return N;
     case 'drop25': return N;
+    case 'road-morf': case 'road-lerf': return N * (o.road?.percentages ?? ROAD_PERCENTAGES).length;
+    case 'arcc': return N * 8;
     default: return 0;
   }
 }
