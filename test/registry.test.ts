@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ACTIVATION_KINDS, type Activation, type ActivationKind, type ActivationOf, activateCpu, activationGradientReads } from '../src/ops/activation.js';
 import { gatherRowsRef } from '../src/ops/gather.js';
 import { sortRef } from '../src/ops/sort.js';
+import { rankedBlendRef } from '../src/ops/blend.js';
 import { imputeRef, imputeResidualRef } from '../src/ops/impute.js';
 import { randomRef } from '../src/ops/random.js';
 import { riseMasksRef } from '../src/ops/rise.js';
@@ -370,6 +371,20 @@ const CASES: { [K in OpKind]: Case[] } = {
     feeds: [{ shape: (n) => [n, 3, 37], batched: true, values: 'ties' }],
     record: (t, [x]) => t.sort(x, { output, descending }),
     ref: ([x]) => sortRef(x, 37, { output, descending }),
+  })),
+  // Row r: item r, image r, substrate r + 1, count 0.1·r − 0.05 against shuffled ranks
+  // spread around 0, deletion for r = 0 and insertion after.
+  ranked_blend: ([[1, 8], [2, 6]] as const).map(([s, W]): Case => ({
+    name: `${s === 1 ? 'pixels (vec4 path), 4×8' : '2×2 blocks (scalar path), 4×6'}, two channels`,
+    feeds: [whole([3, 2, 4, W]), whole([5, 2, 4, W]), whole([3, (4 / s) * (W / s)], 'distinct'), { shape: (n) => [n], batched: true, values: 'index' }],
+    record: (t, [x, sub, ranks, idx]) => {
+      const n = idx.shape[0];
+      const col = (v: Sym) => t.reshape(v, [n, 1]);
+      const cols = [idx, idx, t.add(idx, t.scalar(1)), t.add(t.mul(idx, t.scalar(0.1)), t.scalar(-0.05)), idx].map(col);
+      const info = t.record({ kind: 'concat', inputs: cols.map((c) => c.name), axis: 1 }, [n, 5], { name: 'info', opType: 'Concat' });
+      return t.rankedBlend(x, sub, ranks, info, { granularity: s });
+    },
+    ref: ([x, sub, ranks, idx], [xs]) => rankedBlendRef(x, xs, sub, 5, ranks, 3, Float64Array.from(Array.from(idx).flatMap((r) => [r, r, r + 1, Math.fround(Math.fround(r * 0.1) - 0.05), r])), { granularity: s }),
   })),
   // keep = 1 where the second feed is > 0 (about half the pixels), per image.
   impute: [{

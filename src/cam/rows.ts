@@ -2,6 +2,7 @@ import type { Model } from '../model.js';
 import type { Sym } from '../ops/graph.js';
 import { Tape } from '../ops/tape.js';
 import { InputError, ShapeError } from '../runtime/errors.js';
+import type { OpTiming } from '../runtime/recorder.js';
 import { Tensor } from '../runtime/tensor.js';
 
 /**
@@ -27,6 +28,8 @@ export interface RowSweep {
   progress?: (rows: number) => void;
   /** Submits when progress is reported (default 20). */
   groups?: number;
+  /** Per-launch GPU timestamps of the passes (slower: one compute pass per launch), handed over when they resolve. */
+  onTimings?: (timings: Promise<OpTiming[]>) => void;
 }
 
 /** Runs a row sweep: the scores of every row, [rows], owned by the caller. Nothing is read back. */
@@ -60,7 +63,9 @@ export async function runRowSweep(model: Model, s: RowSweep): Promise<Tensor> {
         ]),
         results: { score: { batchAxis: 0 } },
         label: s.label,
+        profile: !!s.onTimings,
       });
+      if (s.onTimings && run.timings) s.onTimings(run.timings);
       return run.results.get('score')!;
     } finally {
       for (const [, t] of owned) t.dispose();

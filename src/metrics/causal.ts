@@ -6,6 +6,7 @@ import { runRowSweep, targetScore } from '../cam/rows.js';
 import { InputError, ShapeError } from '../runtime/errors.js';
 import { hostTensor } from '../runtime/host-tensor.js';
 import { formatShape } from '../runtime/shape.js';
+import type { OpTiming } from '../runtime/recorder.js';
 import { Tensor } from '../runtime/tensor.js';
 import { substrateOf, type Substrate } from './substrate.js';
 
@@ -101,6 +102,8 @@ export interface CausalOptions {
   games?: readonly ('insertion' | 'deletion')[];
   maxChunk?: number;
   progress?: (rows: number) => void;
+  /** Per-launch GPU times of the step passes (profiling; slower). */
+  onTimings?: (timings: Promise<OpTiming[]>) => void;
 }
 
 export interface CausalInputs {
@@ -141,14 +144,6 @@ export function ranksOf(t: Tape, maps: Sym, granularity: number): Sym {
   if (s > 1) units = t.reshape(t.reduce('mean', t.reshape(maps, [M, H / s, s, W / s, s]), [2, 4]), [M, (H / s) * (W / s)]);
   const order = t.sort(units, { descending: true, output: 'indices' });
   return t.sort(order, { descending: false, output: 'indices' });
-}
-
-/** Unit ranks [nb, U] as per-pixel ranks [nb, 1, H, W] (each block's rank on its s × s pixels). */
-function pixelRanks(t: Tape, ranks: Sym, H: number, W: number, s: number): Sym {
-  const nb = ranks.shape[0];
-  if (s === 1) return t.reshape(ranks, [nb, 1, H, W]);
-  const blocks = t.reshape(ranks, [nb, H / s, 1, W / s, 1]);
-  return t.reshape(t.broadcast(blocks, [nb, H / s, s, W / s, s]), [nb, 1, H, W]);
 }
 
 /** Runs insertion and/or deletion for every item; GPU tensors only, nothing read back. */
@@ -223,19 +218,13 @@ export async function insertionDeletion(model: Model, inputs: CausalInputs, o: C
       shared: { x: inputs.x, ranks, subs, seed: inputs.seed },
       maxChunk: o.maxChunk,
       progress: o.progress,
+      onTimings: o.onTimings,
       build: (t, nb, row, sh) => {
-        const rank = pixelRanks(t, t.gatherRows(sh.ranks, row.item), H, W, s);
-        // changed = 1 where rank < count: relu(count − rank − ½) > 0 for whole numbers.
-        const count = t.reshape(row.count, [nb, 1, 1, 1]);
-        const one = t.broadcast(t.scalar(1), rank.shape);
-        const zero = t.broadcast(t.scalar(0), rank.shape);
-        const changed = t.where(t.activation(t.sub(t.sub(count, rank), t.scalar(0.5)), { kind: 'relu' }), one, zero);
-        // Deletion puts the substrate where changed; insertion keeps the substrate where not.
-        const ins = t.reshape(row.insertion, [nb, 1, 1, 1]);
-        const toSub = t.add(ins, t.mul(changed, t.sub(t.scalar(1), t.mul(ins, t.scalar(2)))));
-        const x = t.gatherRows(sh.x, row.image);
-        const sub = t.gatherRows(sh.subs, row.sub);
-        const img = t.add(x, t.mul(toSub, t.sub(sub, x)));
+        // One fused pass builds every row's step image from x, its substrate and its map's ranks.
+        const col = (v: Sym) => t.reshape(v, [nb, 1]);
+        const cols = [row.item, row.image, row.sub, row.count, row.insertion].map(col);
+        const info = t.record({ kind: 'concat', inputs: cols.map((c) => c.name), axis: 1 }, [nb, 5], { name: 'step_rows', opType: 'Concat' });
+        const img = t.rankedBlend(sh.x, sh.subs, sh.ranks, info, { granularity: s });
         const mt = model.tape(nb, { image: [C, H, W], onto: { tape: t, input: img, prefix: 'causal/' } });
         return targetScore(t, mt.logits, t.gatherRows(sh.seed, row.item), scoreOf);
       },

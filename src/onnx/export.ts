@@ -354,6 +354,7 @@ class GraphWriter {
     gather_rows: null,
     rise_masks: null,
     sort: null,
+    ranked_blend: null,
     impute: null,
     impute_residual: null,
     random: null,

@@ -6,6 +6,7 @@ import type { Pool2dAttrs } from './pool.js';
 import type { RandomAttrs } from './random.js';
 import type { RiseAttrs } from './rise.js';
 import type { SortAttrs } from './sort.js';
+import type { RankedBlendAttrs } from './blend.js';
 import type { ImputeAttrs } from './impute.js';
 import type { ReduceKind } from './reduce.js';
 import type { BilinearOptions } from './resample.js';
@@ -57,6 +58,8 @@ export type GraphOp =
   | { kind: 'rise_masks'; node: OpOrigin; inputs: [string]; output: string; attrs: RiseAttrs }
   /** Each row of the last axis sorted (stable; values or source indices as f32) (src/ops/sort.ts). */
   | { kind: 'sort'; node: OpOrigin; inputs: [string]; output: string; attrs: SortAttrs }
+  /** Insertion/deletion step images: x or the substrate per pixel, by its unit's rank against the row's count. */
+  | { kind: 'ranked_blend'; node: OpOrigin; inputs: [string, string, string, string]; output: string; attrs: RankedBlendAttrs }
   /**
    * Noisy linear imputation without the noise (ROAD): x [N, C, H, W] with the pixels where
    * keep ([N, 1, H, W] or [N, H, W]) is ≤ 0.5 filled by the weighted mean of their 8

@@ -20,6 +20,7 @@ import { gatherRowsShape, lowerGatherRows } from './gather.js';
 import { lowerRandom, randomShapeCheck } from './random.js';
 import { lowerRiseMasks, riseShape } from './rise.js';
 import { lowerSort, sortShape } from './sort.js';
+import { lowerRankedBlend, rankedBlendShape } from './blend.js';
 import { imputeResidualShape, imputeShape, lowerImpute, lowerImputeResidual } from './impute.js';
 import { lowerBilinear, lowerBilinearGrad } from './resample.js';
 import type { BoundTensor, LowerEnv, Lowered } from './types.js';
@@ -335,6 +336,13 @@ export const OPS: OpRegistry = {
     shape: (op, [ids], _d, where) => riseShape(where, ids, op.attrs),
     lower: (c) => lowerRiseMasks(c.env, c.input(0), c.output(), c.op.attrs),
     vjp: 'zero',
+    modelFlops: noFlops,
+  },
+  ranked_blend: {
+    shape: (op, [x, sub, ranks, info], _d, where) => rankedBlendShape(where, x, sub, ranks, info, op.attrs),
+    lower: (c) => lowerRankedBlend(c.env, c.input(0), c.input(1), c.input(2), c.input(3), c.output(), c.op.attrs),
+    // Step images are made from data no metric differentiates.
+    vjp: 'none',
     modelFlops: noFlops,
   },
   sort: {

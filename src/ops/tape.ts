@@ -8,6 +8,7 @@ import type { GraphOp, OpGraph, OpOrigin, OpWithoutOutput, Sym, TapeOps } from '
 import type { RandomAttrs } from './random.js';
 import type { RiseAttrs } from './rise.js';
 import type { SortAttrs } from './sort.js';
+import type { RankedBlendAttrs } from './blend.js';
 import type { ImputeAttrs } from './impute.js';
 import type { ReduceKind } from './reduce.js';
 import { inferShape } from './registry.js';
@@ -214,6 +215,11 @@ export class Tape implements TapeOps {
   }
 
   /** Each row of the last axis sorted, stably (ties keep their order): the values, or where each came from. */
+  /** Insertion/deletion step images [nb, C, H, W] (src/ops/blend.ts): info [nb, 5] = (item, image, substrate, count, insertion) per row. */
+  rankedBlend(x: Sym, sub: Sym, ranks: Sym, info: Sym, attrs: RankedBlendAttrs): Sym {
+    return this.record({ kind: 'ranked_blend', inputs: [x.name, sub.name, ranks.name, info.name], attrs }, null, { name: 'ranked_blend', opType: 'RankedBlend' });
+  }
+
   sort(x: Sym, attrs: SortAttrs): Sym {
     return this.record({ kind: 'sort', inputs: [x.name], attrs }, null, { name: `sort_${attrs.output}`, opType: 'Sort' });
   }
