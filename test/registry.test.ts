@@ -359,6 +359,11 @@ const CASES: { [K in OpKind]: Case[] } = {
     feeds: [whole([5, 2, 3]), { shape: (n) => [n], batched: true, values: 'index' }],
     record: (t, [table, idx]) => t.gatherRows(table, t.add(t.mul(idx, t.scalar(2)), t.scalar(-1))),
     ref: ([table, idx]) => gatherRowsRef(table, 5, Array.from(idx, (v) => 2 * v - 1)),
+  }, {
+    name: 'rows of 8 (the vec4 kernel), one index out of range',
+    feeds: [whole([5, 2, 4]), { shape: (n) => [n], batched: true, values: 'index' }],
+    record: (t, [table, idx]) => t.gatherRows(table, t.add(t.mul(idx, t.scalar(2)), t.scalar(-1))),
+    ref: ([table, idx]) => gatherRowsRef(table, 5, Array.from(idx, (v) => 2 * v - 1)),
   }],
   rise_masks: [{
     name: 'seeded masks keyed by mask id: grid 4, p1 0.5, 13×11, bilinear, shifted',

@@ -1,7 +1,8 @@
 import { ShapeError } from '../runtime/errors.js';
 import { grid1d } from '../runtime/kernel.js';
 import { formatShape, sizeOf } from '../runtime/shape.js';
-import { GATHER_ROWS_PARAMS, GATHER_WG, gatherRowsKernel } from '../shaders/gather.js';
+import { GATHER_ROWS_PARAMS, GATHER_ROWS_VEC4_PARAMS, GATHER_WG, gatherRowsKernel, gatherRowsVec4Kernel } from '../shaders/gather.js';
+import { MAX_WORKGROUPS_PER_DIM } from '../runtime/kernel.js';
 import { type BoundTensor, cdiv, type LowerEnv, type Lowered } from './types.js';
 
 /** Output shape of gathering rows of x [R0, …] at idx [R]: [R, …]. */
@@ -14,6 +15,19 @@ export function lowerGatherRows(env: LowerEnv, x: BoundTensor, idx: BoundTensor,
   const n = sizeOf(y.shape);
   if (n === 0) return [];
   const rowLen = sizeOf(x.shape.slice(1));
+  const rows = y.shape[0];
+  if (rowLen % 4 === 0 && rowLen > 0 && rows <= MAX_WORKGROUPS_PER_DIM) {
+    const groups = cdiv(rowLen / 4, GATHER_WG);
+    const gx = Math.min(groups, MAX_WORKGROUPS_PER_DIM);
+    return [{
+      kernel: gatherRowsVec4Kernel(),
+      params: GATHER_ROWS_VEC4_PARAMS.pack({ len4: rowLen / 4, rows_in: x.shape[0], x_groups: gx }),
+      buffers: [x.binding, idx.binding, y.binding],
+      workgroups: [gx, rows, cdiv(groups, gx)],
+      label: env.label,
+      flops: 0,
+    }];
+  }
   return [{
     kernel: gatherRowsKernel(),
     params: GATHER_ROWS_PARAMS.pack({ n, row_len: Math.max(1, rowLen), rows_in: x.shape[0] }),
